@@ -1,0 +1,254 @@
+"""HookLogger: one JSON line per hook call, for every one of Keras's 16 hooks.
+
+What it does
+    Streams an event per hook call to ``events.jsonl`` in the run directory, and to the
+    ``trainkit.hooks`` Python logger at DEBUG. Each line holds ``hook``, ``phase`` (``setup``,
+    ``train``, ``validation``, ``test``, ``predict``), ``epoch``, ``batch``, ``wall_time`` (Unix
+    seconds), ``dt`` (seconds since the previous hook call) and ``logs``. Nothing is kept in
+    memory, so a run of any length costs the same memory; the file is flushed at every epoch,
+    test and predict end and closed at the job's end.
+
+Hooks
+    All 16: ``set_model``, ``set_params``, ``on_{train,test,predict}_{begin,end}``,
+    ``on_{train,test,predict}_batch_{begin,end}``, ``on_epoch_{begin,end}``.
+
+True batch indices
+    With ``steps_per_execution=k`` Keras calls the batch hooks once per k batches and reports
+    the last index of the block without clipping it to the epoch (5 batches, k=4: 3 and 7).
+    The logger reports the true last index (3 and 4) and the block's first index as
+    ``first_batch``. For training the epoch length comes from ``params["steps"]``; for
+    validation, test and predict from the job's ``context.extras["steps"]`` when it is there.
+
+Options
+    path: the file, relative to the run directory (default ``events.jsonl``).
+    hooks: the hook names to record (default: all 16).
+    every_n_batches: record a batch hook only for blocks that contain a batch index divisible
+        by N (default 1: every batch). Non-batch hooks are always recorded.
+
+Example
+    >>> model.fit(x, y, epochs=2, callbacks=[HookLogger(every_n_batches=10)])
+    ``python run.py callbacks=full callbacks.hook_logger.every_n_batches=10``
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from callbacks.base import TrainkitCallback
+
+logger = logging.getLogger("trainkit.hooks")
+
+ALL_HOOKS = (
+    "set_model",
+    "set_params",
+    "on_train_begin",
+    "on_train_end",
+    "on_epoch_begin",
+    "on_epoch_end",
+    "on_train_batch_begin",
+    "on_train_batch_end",
+    "on_test_begin",
+    "on_test_end",
+    "on_test_batch_begin",
+    "on_test_batch_end",
+    "on_predict_begin",
+    "on_predict_end",
+    "on_predict_batch_begin",
+    "on_predict_batch_end",
+)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, int | str | bool) or value is None:
+        return value
+    if isinstance(value, float | np.floating):
+        value = float(value)
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    shape = getattr(value, "shape", None)
+    if shape is not None:
+        if len(shape) == 0:
+            return _jsonable(np.asarray(value).item())
+        # Predict batches carry the model outputs: record their shape, not the numbers.
+        return {"shape": [int(d) if d is not None else None for d in shape]}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return repr(value)
+
+
+class HookLogger(TrainkitCallback):
+    """Records every hook call as a JSON line; see the module docstring."""
+
+    def __init__(
+        self,
+        path: str = "events.jsonl",
+        hooks: list[str] | tuple[str, ...] | None = None,
+        every_n_batches: int = 1,
+    ) -> None:
+        super().__init__()
+        unknown = set(hooks or ()) - set(ALL_HOOKS)
+        if unknown:
+            raise ValueError(f"unknown hooks {sorted(unknown)}: choose from {ALL_HOOKS}")
+        if every_n_batches < 1:
+            raise ValueError(f"every_n_batches must be at least 1, got {every_n_batches}")
+        self.relative_path = path
+        self.hooks = frozenset(hooks or ALL_HOOKS)
+        self.every_n_batches = int(every_n_batches)
+        self._file: IO[str] | None = None
+        self._last = time.perf_counter()
+        self._epoch: int | None = None
+        self._in_fit = False
+        self._test_phase = "test"
+        self._begin_batch = 0
+
+    @property
+    def path(self) -> Path:
+        return self.run_dir / self.relative_path
+
+    # -- writing --------------------------------------------------------------------------
+    def _emit(self, hook: str, phase: str, batch: int | None = None, logs=None, **extra) -> None:
+        now = time.perf_counter()
+        dt, self._last = now - self._last, now
+        if hook not in self.hooks:
+            return
+        event = {
+            "hook": hook,
+            "phase": phase,
+            "epoch": self._epoch,
+            "batch": batch,
+            "wall_time": time.time(),
+            "dt": dt,
+            **extra,
+            "logs": _jsonable(logs) if logs else {},
+        }
+        line = json.dumps(event)
+        if self._file is None:
+            target = self.run_path(self.relative_path)
+            self._file = open(target, "a", encoding="utf-8")  # noqa: SIM115 - kept open on purpose
+        self._file.write(line + "\n")
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(line)
+
+    def _flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        if getattr(self, "_file", None) is not None:
+            self._file.close()
+            self._file = None
+
+    def on_job_end(self, status: str) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+    # -- batch index bookkeeping ----------------------------------------------------------
+    def _steps(self, phase: str) -> int | None:
+        if phase == "train":
+            return (self.params or {}).get("steps")
+        if self.context is None:
+            return None
+        key = {"validation": "val", "test": "test", "predict": "predict"}[phase]
+        return self.context.extras.get("steps", {}).get(key)
+
+    def _wanted(self, first: int, last: int) -> bool:
+        n = self.every_n_batches
+        return n == 1 or (last // n) * n >= first
+
+    def _batch_begin(self, hook: str, phase: str, batch: int, logs) -> None:
+        self._begin_batch = batch
+        last = batch + self._execution_size() - 1
+        steps = self._steps(phase)
+        if steps:
+            last = min(last, steps - 1)
+        if self._wanted(batch, last):
+            self._emit(hook, phase, batch, logs)
+        else:
+            self._last = time.perf_counter()
+
+    def _batch_end(self, hook: str, phase: str, batch: int, logs) -> None:
+        steps = self._steps(phase)
+        last = min(batch, steps - 1) if steps else batch
+        first = self._begin_batch
+        if self._wanted(first, last):
+            self._emit(hook, phase, last, logs, first_batch=first)
+        else:
+            self._last = time.perf_counter()
+
+    def _execution_size(self) -> int:
+        model = self.model
+        return int(getattr(model, "steps_per_execution", 1) or 1) if model is not None else 1
+
+    # -- the 16 hooks ---------------------------------------------------------------------
+    def set_model(self, model) -> None:
+        super().set_model(model)
+        self._emit("set_model", "setup", logs={"model": getattr(model, "name", None)})
+
+    def set_params(self, params) -> None:
+        super().set_params(params)
+        self._emit("set_params", "setup", logs=dict(params or {}))
+
+    def on_train_begin(self, logs=None) -> None:
+        self._in_fit = True
+        self._epoch = None
+        self._emit("on_train_begin", "train", logs=logs)
+
+    def on_train_end(self, logs=None) -> None:
+        self._emit("on_train_end", "train", logs=logs)
+        self._in_fit = False
+        self._epoch = None
+        self._flush()
+
+    def on_epoch_begin(self, epoch, logs=None) -> None:
+        self._epoch = int(epoch)
+        self._emit("on_epoch_begin", "train", logs=logs)
+
+    def on_epoch_end(self, epoch, logs=None) -> None:
+        self._epoch = int(epoch)
+        self._emit("on_epoch_end", "train", logs=logs)
+        self._flush()
+
+    def on_train_batch_begin(self, batch, logs=None) -> None:
+        self._batch_begin("on_train_batch_begin", "train", batch, logs)
+
+    def on_train_batch_end(self, batch, logs=None) -> None:
+        self._batch_end("on_train_batch_end", "train", batch, logs)
+
+    def on_test_begin(self, logs=None) -> None:
+        self._test_phase = "validation" if self._in_fit else "test"
+        self._emit("on_test_begin", self._test_phase, logs=logs)
+
+    def on_test_end(self, logs=None) -> None:
+        self._emit("on_test_end", self._test_phase, logs=logs)
+        self._flush()
+
+    def on_test_batch_begin(self, batch, logs=None) -> None:
+        self._batch_begin("on_test_batch_begin", self._test_phase, batch, logs)
+
+    def on_test_batch_end(self, batch, logs=None) -> None:
+        self._batch_end("on_test_batch_end", self._test_phase, batch, logs)
+
+    def on_predict_begin(self, logs=None) -> None:
+        self._emit("on_predict_begin", "predict", logs=logs)
+
+    def on_predict_end(self, logs=None) -> None:
+        self._emit("on_predict_end", "predict", logs=logs)
+        self._flush()
+
+    def on_predict_batch_begin(self, batch, logs=None) -> None:
+        self._batch_begin("on_predict_batch_begin", "predict", batch, logs)
+
+    def on_predict_batch_end(self, batch, logs=None) -> None:
+        self._batch_end("on_predict_batch_end", "predict", batch, logs)

@@ -1,0 +1,132 @@
+"""HookLogger: the exact hook sequence of fit / evaluate / predict, streamed as JSON lines."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from callbacks.base import TrainkitCallback
+from callbacks.hook_logger import ALL_HOOKS, HookLogger
+from trainkit.context import RunContext
+
+
+def read_events(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def expected_fit(epochs, train_blocks, val_blocks):
+    seq = ["set_model", "set_params", "on_train_begin"]
+    for _ in range(epochs):
+        seq.append("on_epoch_begin")
+        seq += ["on_train_batch_begin", "on_train_batch_end"] * train_blocks
+        seq.append("on_test_begin")
+        seq += ["on_test_batch_begin", "on_test_batch_end"] * val_blocks
+        seq += ["on_test_end", "on_epoch_end"]
+    return [*seq, "on_train_end"]
+
+
+def expected_loop(kind, blocks):
+    return [
+        "set_model",
+        "set_params",
+        f"on_{kind}_begin",
+        *[f"on_{kind}_batch_begin", f"on_{kind}_batch_end"] * blocks,
+        f"on_{kind}_end",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("spe", "train_batches", "train_ends"),
+    [(1, [0, 1, 2, 3, 4], [0, 1, 2, 3, 4]), (4, [0, 4], [3, 4])],
+)
+def test_exact_hook_sequence_fit_evaluate_predict(
+    tmp_path, tiny_model, tiny_data, spe, train_batches, train_ends
+):
+    x, y = tiny_data(40)  # 5 training batches of 8
+    vx, vy = tiny_data(12, seed=1)  # 2 validation batches of 8
+    steps = {"val": 2, "test": 2, "predict": 2}
+    logger = HookLogger()
+    logger.set_context(RunContext(run_dir=tmp_path, extras={"steps": steps}))
+    model = tiny_model(steps_per_execution=spe)
+    model.fit(x, y, batch_size=8, epochs=2, validation_data=(vx, vy), callbacks=[logger], verbose=0)
+    model.evaluate(vx, vy, batch_size=8, callbacks=[logger], verbose=0)
+    model.predict(vx, batch_size=8, callbacks=[logger], verbose=0)
+    logger.on_job_end("FINISHED")
+
+    events = read_events(tmp_path / "events.jsonl")
+    hooks = [e["hook"] for e in events]
+    train_blocks, other_blocks = len(train_batches), (1 if spe == 4 else 2)
+    assert hooks == (
+        expected_fit(2, train_blocks, other_blocks)
+        + expected_loop("test", other_blocks)
+        + expected_loop("predict", other_blocks)
+    )
+    assert set(hooks) == set(ALL_HOOKS)
+
+    epoch0 = [e for e in events if e["epoch"] == 0 and e["phase"] == "train"]
+    assert [e["batch"] for e in epoch0 if e["hook"] == "on_train_batch_begin"] == train_batches
+    # Keras reports 3 and 7 for the blocks of 5 batches at spe=4; the logger the true 3 and 4.
+    assert [e["batch"] for e in epoch0 if e["hook"] == "on_train_batch_end"] == train_ends
+    ends = [e for e in events if e["hook"] == "on_train_batch_end"]
+    assert all(0 <= e["batch"] <= 4 for e in ends)
+    assert all("loss" in e["logs"] for e in ends)
+
+    phases = {e["hook"]: e["phase"] for e in events if e["hook"].startswith("on_test")}
+    assert phases["on_test_begin"] == "test"  # the last on_test_begin is evaluate's
+    validation = [e for e in events if e["phase"] == "validation"]
+    assert {e["hook"] for e in validation} == {
+        "on_test_begin",
+        "on_test_batch_begin",
+        "on_test_batch_end",
+        "on_test_end",
+    }
+    val_end = [e for e in validation if e["hook"] == "on_test_end"][0]
+    assert "loss" in val_end["logs"] and "val_loss" not in val_end["logs"]
+    epoch_end = [e for e in events if e["hook"] == "on_epoch_end"][0]
+    assert "val_loss" in epoch_end["logs"]
+    predict_end = [e for e in events if e["hook"] == "on_predict_batch_end"][-1]
+    assert predict_end["logs"]["outputs"]["shape"][1] == 3
+    assert all(e["dt"] >= 0 for e in events)
+
+
+def test_hook_filter_and_every_n(tmp_path, tiny_model, tiny_data):
+    x, y = tiny_data(80)  # 10 batches of 8
+    logger = HookLogger(
+        hooks=["on_train_batch_end", "on_epoch_end"], every_n_batches=4, path="sub/ev.jsonl"
+    )
+    logger.set_context(RunContext(run_dir=tmp_path))
+    tiny_model().fit(x, y, batch_size=8, epochs=1, callbacks=[logger], verbose=0)
+    logger.close()
+    events = read_events(tmp_path / "sub" / "ev.jsonl")
+    assert [e["hook"] for e in events] == ["on_train_batch_end"] * 3 + ["on_epoch_end"]
+    assert [e["batch"] for e in events[:3]] == [0, 4, 8]
+
+
+def test_memory_stays_flat_file_grows(tmp_path, tiny_model, tiny_data):
+    """Nothing accumulates in the callback: only the file grows with the number of steps."""
+    x, y = tiny_data(64)
+    logger = HookLogger()
+    logger.set_context(RunContext(run_dir=tmp_path))
+    before = dict(vars(logger))
+    tiny_model().fit(x, y, batch_size=2, epochs=2, callbacks=[logger], verbose=0)
+    logger.close()
+    grown = [k for k, v in vars(logger).items() if isinstance(v, list | dict) and len(v) > 64]
+    assert grown == []
+    assert set(vars(logger)) - set(before) <= {"model", "params", "_model", "_params"}
+    assert len((tmp_path / "events.jsonl").read_text().splitlines()) == 3 + 2 * (2 + 64) + 1
+
+
+def test_unknown_hook_rejected():
+    with pytest.raises(ValueError, match="unknown hooks"):
+        HookLogger(hooks=["on_batch_whatever"])
+
+
+def test_is_a_trainkit_callback_without_context(tmp_path, monkeypatch, tiny_model, tiny_data):
+    monkeypatch.chdir(tmp_path)
+    logger = HookLogger(hooks=["on_train_end"])
+    assert isinstance(logger, TrainkitCallback)
+    x, y = tiny_data(8)
+    tiny_model().fit(x, y, epochs=1, callbacks=[logger], verbose=0)
+    logger.close()
+    assert read_events(tmp_path / "trainkit_run" / "events.jsonl")[0]["hook"] == "on_train_end"

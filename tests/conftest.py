@@ -1,0 +1,90 @@
+"""Shared fixtures: composed configs, tiny Keras models, and a real job run."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+from collections.abc import Callable, Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from omegaconf import DictConfig, open_dict  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+
+# Overrides that shrink any job to seconds: a few digits at a small size.
+TINY = [
+    "data.limit=48",
+    "data.image_size=67",
+    "trainer.epochs=1",
+    "trainer.batch_size=16",
+    "tracking.log_model=false",
+]
+
+
+def compose_config(overrides: list[str], run_dir: Path | None = None) -> DictConfig:
+    """Compose ``conf/config.yaml`` as run.py does; with ``run_dir``, ready for the job."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides, return_hydra_config=run_dir is not None)
+    if run_dir is not None:
+        # The job reads the chosen options (callbacks=full) from HydraConfig, as under run.py.
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(run_dir)
+            del cfg["hydra"]
+    return cfg
+
+
+@pytest.fixture
+def compose_cfg() -> Callable[..., DictConfig]:
+    return compose_config
+
+
+@pytest.fixture
+def tiny_model() -> Callable[..., keras.Model]:
+    """A compiled 8x8x3 -> n-class convnet that trains in milliseconds."""
+
+    def make(num_classes: int = 3, steps_per_execution: int = 1) -> keras.Model:
+        model = keras.Sequential(
+            [
+                keras.Input((8, 8, 3)),
+                keras.layers.Conv2D(4, 3, activation="relu"),
+                keras.layers.GlobalAveragePooling2D(),
+                keras.layers.Dense(num_classes, activation="softmax"),
+            ]
+        )
+        model.compile(
+            "adam",
+            "sparse_categorical_crossentropy",
+            metrics=["accuracy"],
+            steps_per_execution=steps_per_execution,
+        )
+        return model
+
+    return make
+
+
+@pytest.fixture
+def tiny_data() -> Callable[..., tuple[np.ndarray, np.ndarray]]:
+    def make(n: int = 40, num_classes: int = 3, seed: int = 0):
+        rng = np.random.default_rng(seed)
+        return rng.random((n, 8, 8, 3), dtype=np.float32), rng.integers(0, num_classes, n)
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _float32_policy() -> Iterator[None]:
+    """Tests that switch to mixed precision must not leak it into the next test."""
+    yield
+    keras.mixed_precision.set_global_policy("float32")

@@ -1,0 +1,66 @@
+"""The job in-process on composed configs: what it returns, leaves behind and refuses."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import TINY, compose_config
+from trainkit import job
+
+
+def run(tmp_path, overrides, capsys=None):
+    cfg = compose_config([*TINY, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", *overrides],
+                         run_dir=tmp_path / "run")
+    return job.main(cfg)
+
+
+def test_minimal_stack_trains_evaluates_predicts(tmp_path, capsys):
+    value = run(tmp_path, ["callbacks=minimal", "trainer.epochs=2"])
+    assert 0.0 <= value <= 1.0
+    run_dir = tmp_path / "run"
+    assert json.loads((run_dir / "class_names.json").read_text()) == [str(i) for i in range(10)]
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    phases = {e["phase"] for e in events}
+    assert phases == {"setup", "train", "validation", "test", "predict"}
+    assert sum(e["hook"] == "on_epoch_end" for e in events) == 2
+    out = capsys.readouterr().out
+    assert "test: accuracy=" in out and f"run directory: {run_dir}" in out
+    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlflow.db" in out
+
+
+def test_returns_the_optimized_metric(tmp_path):
+    value = run(tmp_path, ["callbacks=none", "optimized_metric=val_loss", "trainer.epochs=2"])
+    assert value > 0  # a loss, the best (lowest) epoch's
+
+
+def user_error(tmp_path, overrides, capsys) -> str:
+    with pytest.raises(SystemExit) as exit_info:
+        run(tmp_path, overrides)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_input_too_small_is_one_line(tmp_path, capsys):
+    err = user_error(tmp_path, ["data.image_size=32"], capsys)
+    assert err == (
+        "error: model 'alexnet' needs an input of at least 67x67 pixels, got 32x32: "
+        "set data.image_size=67 or larger (or null for the native size)"
+    )
+
+
+def test_missing_data_folder_is_one_line(tmp_path, capsys):
+    err = user_error(tmp_path, ["data=folder", f"data.path={tmp_path}/missing"], capsys)
+    assert err.startswith(f"error: data folder not found: {tmp_path}/missing")
+
+
+def test_bad_callback_target_is_one_line(tmp_path, capsys):
+    err = user_error(tmp_path, ["callbacks=none", "+callbacks.x._target_=nowhere.Nothing"], capsys)
+    assert err.startswith("error: callbacks.x (nowhere.Nothing) failed:")
+
+
+def test_unknown_task(tmp_path, capsys):
+    assert "unknown task 'fly'" in user_error(tmp_path, ["task=fly"], capsys)

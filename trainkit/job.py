@@ -1,0 +1,243 @@
+"""The job: what ``python run.py ...`` does, top to bottom.
+
+    config -> seed, precision -> data -> model -> compile -> callbacks
+           -> fit(train, validation) -> evaluate(test) -> predict(sample)
+           -> every callback's on_job_end(status) -> the monitored metric
+
+fit, evaluate and predict run through the same callback objects, so test and predict hooks
+fire too. Whatever happens, each callback's ``on_job_end`` runs once with ``FINISHED``,
+``FAILED`` or ``KILLED`` (Ctrl-C), which is when the MLflow run ends with that status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from trainkit.errors import ConfigError, TrainkitError
+
+log = logging.getLogger("trainkit")
+
+
+def main(cfg: DictConfig) -> float | None:
+    """Hydra's task function. A :class:`TrainkitError` prints one line and exits with 2."""
+    try:
+        task = cfg.get("task", "train")
+        if task == "train":
+            return train(cfg)
+        if task == "predict":
+            from trainkit.predict_task import predict
+
+            predict(cfg)
+            return None
+        raise ConfigError(f"unknown task '{task}': choose train or predict")
+    except TrainkitError as err:
+        print(f"error: {err}", file=sys.stderr, flush=True)
+        log.debug("user error", exc_info=True)
+        raise SystemExit(err.exit_code) from None
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    """Hydra's run directory (``hydra.run.dir``), or ``paths.output_dir`` when set by hand."""
+    from hydra.core.hydra_config import HydraConfig
+
+    configured = OmegaConf.select(cfg, "paths.output_dir", throw_on_resolution_failure=False)
+    if configured:
+        return Path(configured).resolve()
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir).resolve()
+    raise ConfigError("no run directory: run through run.py or set paths.output_dir=DIR")
+
+
+def hydra_choice(group: str) -> str:
+    """The option chosen for a config group (``full`` for ``callbacks=full``), if known."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        choice = HydraConfig.get().runtime.choices.get(group)
+        if choice:
+            return str(choice)
+    return "custom"
+
+
+def tracking_settings(cfg: DictConfig) -> dict[str, Any]:
+    """The ``tracking`` group with a relative SQLite URI made absolute (against the cwd)."""
+    tracking = OmegaConf.to_container(cfg.tracking, resolve=True) if "tracking" in cfg else {}
+    uri = str(tracking.get("uri") or "sqlite:///mlflow.db")
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri[len(prefix) :].startswith("/"):
+        uri = prefix + str((Path.cwd() / uri[len(prefix) :]).resolve())
+    tracking["uri"] = uri
+    return tracking
+
+
+def compile_model(model, cfg: DictConfig, num_classes: int) -> None:
+    import keras
+    from hydra.utils import instantiate
+
+    optimizer = instantiate(cfg.optimizer, _convert_="all")
+    metrics: list[Any] = ["accuracy"]
+    if num_classes > 5:
+        metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"))
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(),
+        metrics=metrics,
+        steps_per_execution=int(cfg.trainer.steps_per_execution),
+        jit_compile=cfg.trainer.get("jit_compile", "auto"),
+    )
+
+
+def monitored_value(history: dict[str, list[float]], test: dict[str, float], metric: str):
+    """The value a sweeper optimizes: a ``test_*`` metric, or the best epoch of a history key."""
+    if metric.startswith("test_") and metric[5:] in test:
+        return float(test[metric[5:]])
+    values = [v for v in history.get(metric, []) if v is not None and math.isfinite(v)]
+    if not values:
+        return None
+    lower_is_better = "loss" in metric or "error" in metric
+    return float(min(values) if lower_is_better else max(values))
+
+
+def train(cfg: DictConfig) -> float | None:
+    from trainkit import runtime
+
+    runtime.quiet_tensorflow()
+    import keras
+
+    from trainkit.context import RunContext
+    from trainkit.data import load as load_data
+    from trainkit.models import backbone_layers, build_model, resolve_input_shape
+    from trainkit.stack import (
+        STATUS_FAILED,
+        STATUS_FINISHED,
+        STATUS_KILLED,
+        end_job,
+        instantiate_callbacks,
+    )
+
+    run_dir = output_dir(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = cfg.trainer
+    runtime.configure(OmegaConf.to_container(trainer, resolve=True))
+    seed = int(trainer.seed) if trainer.get("seed") is not None else 0
+
+    model_name = cfg.model.name
+    input_shape = resolve_input_shape(model_name, cfg.data.get("image_size"))
+    data = load_data(
+        OmegaConf.to_container(cfg.data, resolve=True),
+        image_size=input_shape[:2],
+        batch_size=int(trainer.batch_size),
+        seed=seed,
+    )
+    options = OmegaConf.to_container(cfg.model.get("options") or {}, resolve=True)
+    model = build_model(
+        model_name,
+        data.num_classes,
+        input_shape=input_shape,
+        weights=cfg.model.get("weights"),
+        **options,
+    )
+    if cfg.model.get("freeze_backbone"):
+        for layer in backbone_layers(model):
+            layer.trainable = False
+    compile_model(model, cfg, data.num_classes)
+    (run_dir / "class_names.json").write_text(json.dumps(data.class_names))
+
+    sample_images, _ = data.sample_batch("train")
+    predict_images, _ = data.sample_batch("test")
+    # Steps beyond one pass would need a repeated dataset: cap them at one pass.
+    steps_per_epoch = min(trainer.get("steps_per_epoch") or math.inf, data.steps("train"))
+    validation_steps = min(trainer.get("validation_steps") or math.inf, data.steps("val"))
+    context = RunContext(
+        run_dir=run_dir,
+        config=OmegaConf.to_container(cfg, resolve=True),
+        model_name=model_name,
+        stack=hydra_choice("callbacks"),
+        class_names=data.class_names,
+        image_size=data.image_size,
+        batch_size=data.batch_size,
+        tracking=tracking_settings(cfg),
+        test_data=data.test,
+        sample_images=sample_images,
+        extras={
+            "data_sizes": data.sizes,
+            "test_labels": data.extras.get("test_labels"),
+            "steps": {
+                "train": int(steps_per_epoch),
+                "val": int(validation_steps),
+                "test": data.steps("test"),
+                "predict": math.ceil(len(predict_images) / data.batch_size),
+            },
+        },
+    )
+    callbacks = instantiate_callbacks(cfg.get("callbacks"), context)
+    context.extras["callbacks"] = callbacks
+    # Keras prints its own per-epoch line unless a callback of the stack shows progress.
+    shows_progress = any(getattr(c, "replaces_keras_progress", False) for c in callbacks)
+    keras_progress = 0 if shows_progress else 2
+
+    log.info(
+        "model %s (%s params) on %s: %s train / %s val / %s test images at %sx%s, %s classes",
+        model_name,
+        f"{model.count_params():,}",
+        data.name,
+        data.sizes["train"],
+        data.sizes["val"],
+        data.sizes["test"],
+        *data.image_size,
+        data.num_classes,
+    )
+    status = STATUS_FAILED
+    history: dict[str, list[float]] = {}
+    test: dict[str, float] = {}
+    try:
+        fit = model.fit(
+            data.train,
+            validation_data=data.val,
+            epochs=int(trainer.epochs),
+            steps_per_epoch=int(steps_per_epoch),
+            validation_steps=int(validation_steps),
+            shuffle=False,  # the pipeline shuffles
+            callbacks=callbacks,
+            verbose=keras_progress,
+        )
+        history = fit.history
+        test = model.evaluate(data.test, callbacks=callbacks, verbose=0, return_dict=True)
+        model.predict(predict_images, batch_size=data.batch_size, callbacks=callbacks, verbose=0)
+        status = STATUS_FINISHED
+    except KeyboardInterrupt:
+        status = STATUS_KILLED
+        raise
+    finally:
+        for problem in end_job(callbacks, status):
+            log.warning("callback failed to close: %s", problem)
+        keras.backend.clear_session(free_memory=False)
+
+    metric = str(cfg.get("optimized_metric") or "val_accuracy")
+    value = monitored_value(history, test, metric)
+    report(run_dir, context.tracking, test, metric, value)
+    return value
+
+
+def report(run_dir: Path, tracking: dict, test: dict, metric: str, value) -> None:
+    """The job's last lines: the results and the commands that open what it wrote."""
+    shown = ", ".join(f"{k}={v:.4f}" for k, v in test.items())
+    print(f"test: {shown}", flush=True)
+    if value is not None:
+        print(f"{metric}: {value:.4f}", flush=True)
+    print(f"run directory: {run_dir}", flush=True)
+    uri = tracking.get("uri", "")
+    if uri.startswith(("sqlite:", "file:", "postgresql:", "mysql:")):
+        print(f"browse runs:   mlflow ui --backend-store-uri {uri}", flush=True)
+    elif uri:
+        print(f"browse runs:   open {uri}", flush=True)
+    tensorboard = run_dir / "tensorboard"
+    if tensorboard.exists():
+        print(f"browse curves: tensorboard --logdir {tensorboard}", flush=True)

@@ -1,0 +1,40 @@
+"""Process-wide settings a job makes before it builds anything: seed and numeric precision."""
+
+from __future__ import annotations
+
+import os
+
+import keras
+
+from trainkit.errors import ConfigError
+
+PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def quiet_tensorflow() -> None:
+    """Hide TensorFlow's C++ info lines; must run before tensorflow is imported."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def set_seed(seed: int | None) -> None:
+    """Seed Python, NumPy and the backend; None leaves them random."""
+    if seed is not None:
+        keras.utils.set_random_seed(int(seed))
+
+
+def set_precision(precision: str) -> None:
+    """Set Keras's global dtype policy. ``mixed_bfloat16`` uses the CPU's AMX/AVX-512 bf16 units.
+
+    Models keep their classifier in float32 (see ``trainkit.models.heads``), so losses and
+    probabilities stay float32 under any policy.
+    """
+    if precision not in PRECISIONS:
+        raise ConfigError(
+            f"unknown trainer.precision '{precision}': choose one of {', '.join(PRECISIONS)}"
+        )
+    keras.mixed_precision.set_global_policy(precision)
+
+
+def configure(trainer: dict) -> None:
+    set_seed(trainer.get("seed"))
+    set_precision(trainer.get("precision", "float32"))
