@@ -51,7 +51,9 @@ def test_defaults(compose_cfg):
 
 
 def test_callback_entries_added_and_removed(compose_cfg):
-    cfg = compose_cfg(["callbacks=full", "+callbacks.mine._target_=pkg.Mine", "+callbacks.mine.every=10"])
+    cfg = compose_cfg(
+        ["callbacks=full", "+callbacks.mine._target_=pkg.Mine", "+callbacks.mine.every=10"]
+    )
     assert cfg.callbacks.mine == {"_target_": "pkg.Mine", "every": 10}
     first = next(iter(cfg.callbacks))
     cfg = compose_cfg(["callbacks=full", f"~callbacks.{first}"])

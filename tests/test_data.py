@@ -45,7 +45,7 @@ def test_digits_pipeline_shapes_range_and_channels():
     assert bundle.sizes == {"train": 1257, "val": 270, "test": 270}
     images, labels = bundle.sample_batch("train")
     assert images.shape == (16, 32, 32, 3) and images.dtype == np.float32
-    assert 0.0 <= images.min() and images.max() <= 255.0 and images.max() > 100
+    assert images.min() >= 0.0 and images.max() <= 255.0 and images.max() > 100
     np.testing.assert_array_equal(images[..., 0], images[..., 2])  # grey made RGB
     assert bundle.steps("train") == 79
 

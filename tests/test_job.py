@@ -11,8 +11,10 @@ from trainkit import job
 
 
 def run(tmp_path, overrides, capsys=None):
-    cfg = compose_config([*TINY, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", *overrides],
-                         run_dir=tmp_path / "run")
+    cfg = compose_config(
+        [*TINY, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", *overrides],
+        run_dir=tmp_path / "run",
+    )
     return job.main(cfg)
 
 
