@@ -1,0 +1,111 @@
+"""``python run.py ...`` as users type it: one real job in a subprocess, and what it left."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ALL_HOOKS = {
+    "set_model",
+    "set_params",
+    "on_train_begin",
+    "on_train_end",
+    "on_epoch_begin",
+    "on_epoch_end",
+    "on_train_batch_begin",
+    "on_train_batch_end",
+    "on_test_begin",
+    "on_test_end",
+    "on_test_batch_begin",
+    "on_test_batch_end",
+    "on_predict_begin",
+    "on_predict_end",
+    "on_predict_batch_begin",
+    "on_predict_batch_end",
+}
+
+
+def run_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MPLBACKEND": "Agg"}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def full_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path, Path]:
+    """``run.py model=alexnet callbacks=full`` shrunk to seconds, started from a fresh folder."""
+    cwd = tmp_path_factory.mktemp("cli")
+    run_dir = cwd / "outputs" / "run"
+    result = run_cli(
+        [
+            "model=alexnet",
+            "callbacks=full",
+            "data.limit=64",
+            "data.image_size=67",
+            "trainer.epochs=2",
+            "trainer.batch_size=16",
+            "tracking.log_model=false",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result, cwd, run_dir
+
+
+def test_run_directory_layout(full_run):
+    _, _, run_dir = full_run
+    for name in (".hydra/config.yaml", ".hydra/overrides.yaml", "run.log", "events.jsonl"):
+        assert (run_dir / name).is_file(), name
+    assert json.loads((run_dir / "class_names.json").read_text())[0] == "0"
+
+
+def test_events_list_every_hook(full_run):
+    _, _, run_dir = full_run
+    events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
+    assert {e["hook"] for e in events} == ALL_HOOKS
+    assert sum(e["hook"] == "on_epoch_end" for e in events) == 2
+    # 64 training images in batches of 16: 4 steps an epoch, each with a begin and an end.
+    train_ends = [e for e in events if e["hook"] == "on_train_batch_end"]
+    assert [(e["epoch"], e["batch"]) for e in train_ends] == [(0, b) for b in range(4)] + [
+        (1, b) for b in range(4)
+    ]
+
+
+def test_last_lines_say_where_to_look(full_run):
+    result, cwd, run_dir = full_run
+    lines = result.stdout.strip().splitlines()
+    assert any(line.startswith("test: accuracy=") for line in lines)
+    assert f"run directory: {run_dir}" in lines
+    assert f"browse runs:   mlflow ui --backend-store-uri sqlite:///{cwd}/mlflow.db" in lines
+
+
+def test_unknown_model_lists_the_options(tmp_path):
+    result = run_cli(["model=resnet9000"], tmp_path, timeout=120)
+    assert result.returncode == 1
+    assert "Could not find 'model/resnet9000'" in result.stderr
+    assert "alexnet" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_input_too_small_is_one_line(tmp_path):
+    result = run_cli(["data.image_size=40", "callbacks=none"], tmp_path, timeout=300)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        "error: model 'alexnet' needs an input of at least 67x67 pixels, got 40x40: "
+        "set data.image_size=67 or larger (or null for the native size)"
+    ]
+    assert "Traceback" not in result.stderr
