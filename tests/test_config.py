@@ -11,7 +11,16 @@ from omegaconf import OmegaConf
 from trainkit.data import SOURCES
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = ["model", "data", "callbacks", "optimizer", "trainer", "tracking", "debug"]
+GROUPS = [
+    "model",
+    "data",
+    "callbacks",
+    "optimizer",
+    "trainer",
+    "tracking",
+    "debug",
+    "hparams_search",
+]
 
 
 def options(group: str) -> list[str]:
