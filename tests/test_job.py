@@ -19,7 +19,8 @@ def run(tmp_path, overrides, capsys=None):
 
 
 def test_minimal_stack_trains_evaluates_predicts(tmp_path, capsys):
-    value = run(tmp_path, ["callbacks=minimal", "trainer.epochs=2"])
+    hook_logger = "+callbacks.hook_logger._target_=callbacks.hook_logger.HookLogger"
+    value = run(tmp_path, ["callbacks=minimal", hook_logger, "trainer.epochs=2"])
     assert 0.0 <= value <= 1.0
     run_dir = tmp_path / "run"
     assert json.loads((run_dir / "class_names.json").read_text()) == [str(i) for i in range(10)]

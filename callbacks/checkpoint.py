@@ -1,0 +1,235 @@
+"""Best (top-k), last and every-N-steps ``.keras`` checkpoints under ``<run_dir>/checkpoints``."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+from callbacks.base import TrainkitCallback
+
+MODES = ("auto", "min", "max")
+_HIGHER_IS_BETTER = ("acc", "auc", "precision", "recall", "f1", "iou", "top_k")
+
+
+class Checkpoint(TrainkitCallback):
+    """Saves the whole model (architecture, weights, optimizer state) as ``.keras`` files.
+
+    Files in ``<run_dir>/<dirname>/``:
+
+    * ``epoch=<E>-<monitor>=<value>.keras``: the ``save_top_k`` best epochs by ``monitor``
+      (``-1`` keeps all, ``0`` none); a file that falls out of the top k is deleted.
+    * ``last.keras``: the latest epoch (``save_last``).
+    * ``step=<S>.keras``: every ``every_n_steps`` optimizer steps (global step ``S``,
+      counted from the first epoch), the ``keep_step_checkpoints`` most recent kept (None:
+      all).
+
+    Epoch checkpoints are written every ``every_n_epochs`` epochs. ``E`` is 1-based, as in
+    Keras's messages. Each file is written under a temporary name and renamed, so an interrupt
+    never leaves a truncated checkpoint; nothing is deleted when a run fails.
+
+    Where the best model is: the attributes ``best_model_path`` (str, or None before the first
+    monitored epoch), ``best_model_score``, ``best_k_models`` (path -> score),
+    ``last_model_path``. Nothing non-numeric goes into the logs. Another callback (the
+    tracking one) finds this instance in ``context.extras["callbacks"]`` with
+    ``isinstance(cb, Checkpoint)`` and reads ``best_model_path`` at ``on_train_end`` or
+    ``on_job_end``.
+
+    ``mode="auto"``: ``max`` when the monitor's name contains ``acc``, ``auc``, ``precision``,
+    ``recall``, ``f1``, ``iou`` or ``top_k``, else ``min``; give the mode for anything else.
+    Non-finite values never count as best. Put it after ``EarlyStopping`` and the loggers.
+
+    Cost: a batch hook compares two integers; the save itself (every N steps) writes the file
+    in the training thread.
+
+    Hooks: ``on_train_begin``, ``on_epoch_begin``, ``on_train_batch_end`` (work only with
+    ``every_n_steps``), ``on_epoch_end``.
+
+    Args:
+        monitor: the epoch-log key ranking the best checkpoints.
+        mode: ``auto``, ``min`` or ``max``.
+        save_top_k: how many best checkpoints to keep.
+        save_last: keep ``last.keras``.
+        every_n_epochs: the epoch-checkpoint period.
+        every_n_steps: the step-checkpoint period; None for none.
+        keep_step_checkpoints: how many step checkpoints to keep; None for all.
+        dirname: the folder under the run directory.
+        verbose: 1 prints a line when a new best is saved.
+
+    Example::
+
+        Checkpoint(monitor="val_accuracy", save_top_k=3, every_n_steps=1000)
+        # conf/callbacks/<stack>.yaml:
+        #   checkpoint: {_target_: callbacks.checkpoint.Checkpoint, monitor: val_loss,
+        #                save_top_k: 1, save_last: true}
+    """
+
+    def __init__(
+        self,
+        monitor: str = "val_loss",
+        mode: str = "auto",
+        save_top_k: int = 1,
+        save_last: bool = True,
+        every_n_epochs: int = 1,
+        every_n_steps: int | None = None,
+        keep_step_checkpoints: int | None = None,
+        dirname: str = "checkpoints",
+        verbose: int = 0,
+    ) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+        self.monitor = monitor
+        self.mode = mode
+        self.save_top_k = int(save_top_k)
+        self.save_last = save_last
+        self.every_n_epochs = max(int(every_n_epochs), 1)
+        self.every_n_steps = int(every_n_steps) if every_n_steps else None
+        self.keep_step_checkpoints = keep_step_checkpoints
+        self.dirname = dirname
+        self.verbose = verbose
+        self._reset()
+
+    def _reset(self) -> None:
+        self.best_k_models: dict[str, float] = {}
+        self.best_model_path: str | None = None
+        self.best_model_score: float | None = None
+        self.last_model_path: str | None = None
+        self.step_model_paths: list[str] = []
+        self._warned_missing = False
+        self._next_step_save = self.every_n_steps or 0
+
+    @property
+    def directory(self) -> Path:
+        return self.run_dir / self.dirname
+
+    def _higher_is_better(self) -> bool:
+        if self.mode != "auto":
+            return self.mode == "max"
+        name = self.monitor.removeprefix("val_").lower()
+        return any(token in name for token in _HIGHER_IS_BETTER)
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._reset()
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._steps = self.params.get("steps")
+        self._global_step = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._epoch_offset = epoch * self._steps if self._steps else self._global_step
+        if self.every_n_steps and self._next_step_save <= self._epoch_offset:
+            # A resumed or initial_epoch run: the next save is the next multiple of N.
+            n = self.every_n_steps
+            self._next_step_save = (self._epoch_offset // n + 1) * n
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if not self.every_n_steps:
+            return
+        done = batch + 1 if self._steps is None else min(batch + 1, self._steps)
+        self._global_step = self._epoch_offset + done
+        if self._global_step < self._next_step_save:
+            return
+        n = self.every_n_steps
+        self._next_step_save = (self._global_step // n + 1) * n
+        path = self._save(f"step={self._global_step:08d}.keras")
+        self.step_model_paths.append(str(path))
+        keep = self.keep_step_checkpoints
+        while keep is not None and len(self.step_model_paths) > max(int(keep), 0):
+            _remove(self.step_model_paths.pop(0))
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if (epoch + 1) % self.every_n_epochs:
+            return
+        logs = logs or {}
+        saved: Path | None = None
+        current = logs.get(self.monitor)
+        if current is None:
+            if self.save_top_k and not self._warned_missing:
+                warnings.warn(
+                    f"Checkpoint: '{self.monitor}' is not in the epoch logs "
+                    f"({', '.join(logs)}); no best checkpoints are kept",
+                    stacklevel=2,
+                )
+                self._warned_missing = True
+        elif self.save_top_k and math.isfinite(current) and self._enters_top_k(float(current)):
+            name = f"epoch={epoch + 1:03d}-{self.monitor}={float(current):.4f}.keras"
+            saved = self._save(name)
+            self.best_k_models[str(saved)] = float(current)
+            self._drop_worst()
+            self._update_best(epoch)
+        if self.save_last:
+            target = self.directory / "last.keras"
+            if saved is not None:
+                _copy_atomically(saved, target)
+            else:
+                self._save(target.name)
+            self.last_model_path = str(target)
+
+    def _enters_top_k(self, value: float) -> bool:
+        if self.save_top_k < 0 or len(self.best_k_models) < self.save_top_k:
+            return True
+        return self._better(value, self._worst()[1])
+
+    def _better(self, a: float, b: float) -> bool:
+        return a > b if self._higher_is_better() else a < b
+
+    def _worst(self) -> tuple[str, float]:
+        pick = min if self._higher_is_better() else max
+        return pick(self.best_k_models.items(), key=lambda item: item[1])
+
+    def _drop_worst(self) -> None:
+        while 0 <= self.save_top_k < len(self.best_k_models):
+            path, _ = self._worst()
+            del self.best_k_models[path]
+            _remove(path)
+
+    def _update_best(self, epoch: int) -> None:
+        pick = max if self._higher_is_better() else min
+        path, score = pick(self.best_k_models.items(), key=lambda item: item[1])
+        if path != self.best_model_path and self.verbose:
+            print(f"Checkpoint: epoch {epoch + 1}: best {self.monitor} {score:.6g} -> {path}")
+        self.best_model_path, self.best_model_score = path, score
+
+    def _save(self, name: str) -> Path:
+        target = self.directory / name
+        temporary = target.with_name(f".tmp-{target.name}")
+        self.model.save(temporary)
+        os.replace(temporary, target)
+        return target
+
+    # -- resume support (callbacks.backup.Backup) ---------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "best_k_models": dict(self.best_k_models),
+            "best_model_path": self.best_model_path,
+            "best_model_score": self.best_model_score,
+            "last_model_path": self.last_model_path,
+            "step_model_paths": list(self.step_model_paths),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_k_models = {
+            path: float(score)
+            for path, score in state.get("best_k_models", {}).items()
+            if Path(path).exists()
+        }
+        self.best_model_path = state.get("best_model_path")
+        self.best_model_score = state.get("best_model_score")
+        self.last_model_path = state.get("last_model_path")
+        self.step_model_paths = [p for p in state.get("step_model_paths", []) if Path(p).exists()]
+
+
+def _copy_atomically(source: Path, target: Path) -> None:
+    temporary = target.with_name(f".tmp-{target.name}")
+    shutil.copyfile(source, temporary)
+    os.replace(temporary, target)
+
+
+def _remove(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)

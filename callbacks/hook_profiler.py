@@ -1,0 +1,258 @@
+"""How long every other callback spends in each of its hooks."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import keras
+from rich.console import Console
+from rich.table import Table
+
+from callbacks.base import TrainkitCallback
+
+HOOKS = (
+    "set_model",
+    "set_params",
+    "on_train_begin",
+    "on_train_end",
+    "on_epoch_begin",
+    "on_epoch_end",
+    "on_train_batch_begin",
+    "on_train_batch_end",
+    "on_test_begin",
+    "on_test_end",
+    "on_test_batch_begin",
+    "on_test_batch_end",
+    "on_predict_begin",
+    "on_predict_end",
+    "on_predict_batch_begin",
+    "on_predict_batch_end",
+)
+
+PHASES = ("train", "test", "predict")
+
+
+class HookProfiler(TrainkitCallback):
+    """Times every hook of the other callbacks and reports a table per callback and hook.
+
+    How it sees the other callbacks: Keras never shows a callback its ``CallbackList``, so the
+    profiler wraps the hook methods of the callbacks listed in ``context.extras["callbacks"]``
+    (the job puts its instantiated list there before ``fit``) the first time its own
+    ``set_model`` runs. Outside the job call :meth:`attach` with the list yourself. Only hooks a
+    callback overrides are wrapped: Keras's no-op defaults stay untouched, so Keras's
+    "does any callback use batch-end hooks" check (async dispatch) answers as before.
+
+    Put it first in the stack: hooks of callbacks listed before it run before it attaches. A
+    wrapped hook costs two ``perf_counter`` calls and three float updates.
+
+    Reports: a ``rich`` table after ``fit`` (``on_train_end``) and again at ``on_job_end``
+    (then including ``evaluate`` and ``predict``), saved as ``hook_profile.json`` and
+    ``hook_profile.txt`` in the run directory. Columns: calls, total, mean, max and the share
+    of the measured wall time (fit + evaluate + predict as seen by the profiler's own hooks).
+    Counts restart when a new ``fit`` begins after a report.
+
+    Hooks: all ``on_{train,test,predict}_{begin,end}``, ``set_model``, ``on_job_end``.
+
+    Args:
+        print_table: print the table (it is always saved).
+        filename: base name of the saved files in the run directory.
+
+    Example::
+
+        cbs = [HookProfiler(), Timing(), MyCallback()]
+        cbs[0].attach(cbs)                    # the job does this through context.extras
+        model.fit(x, y, epochs=2, callbacks=cbs)
+        # conf/callbacks/<stack>.yaml, first entry:
+        #   hook_profiler: {_target_: callbacks.hook_profiler.HookProfiler}
+    """
+
+    def __init__(self, print_table: bool = True, filename: str = "hook_profile") -> None:
+        super().__init__()
+        self.print_table = print_table
+        self.filename = filename
+        self.stats: dict[tuple[str, str], list[float]] = {}
+        self.wall: dict[str, float] = dict.fromkeys(PHASES, 0.0)
+        self._originals: list[tuple[keras.callbacks.Callback, str]] = []
+        self._attached_ids: set[int] = set()
+        self._names: dict[int, str] = {}
+        self._phase_start: dict[str, float] = {}
+        self._reported = False
+
+    # -- wrapping -----------------------------------------------------------------------------
+
+    def attach(self, callbacks: Iterable[keras.callbacks.Callback]) -> None:
+        """Wrap the overridden hooks of ``callbacks`` (itself and already wrapped ones skipped)."""
+        for callback in callbacks:
+            if callback is self or id(callback) in self._attached_ids:
+                continue
+            self._attached_ids.add(id(callback))
+            name = self._unique_name(callback)
+            self._names[id(callback)] = name
+            for hook in HOOKS:
+                method = getattr(callback, hook, None)
+                # Keras marks its base-class no-ops with ``_is_default``.
+                if method is None or getattr(method, "_is_default", False):
+                    continue
+                stats = self.stats.setdefault((name, hook), [0, 0.0, 0.0])
+                setattr(callback, hook, _timed(method, stats))
+                self._originals.append((callback, hook))
+
+    def detach(self) -> None:
+        """Put the original hook methods back."""
+        for callback, hook in self._originals:
+            if hook in vars(callback):
+                delattr(callback, hook)
+        self._originals.clear()
+        self._attached_ids.clear()
+
+    def _unique_name(self, callback: keras.callbacks.Callback) -> str:
+        # The job names each callback after its stack entry; outside the job, the class.
+        base = getattr(callback, "trainkit_name", None) or type(callback).__name__
+        taken = set(self._names.values())
+        name, n = base, 2
+        while name in taken:
+            name, n = f"{base}#{n}", n + 1
+        return name
+
+    def set_model(self, model: keras.Model) -> None:
+        super().set_model(model)
+        if self.context is not None:
+            callbacks = self.context.extras.get("callbacks")
+            if callbacks:
+                self.attach(callbacks)
+
+    # -- phases -------------------------------------------------------------------------------
+
+    def _begin(self, phase: str) -> None:
+        self._phase_start[phase] = time.perf_counter()
+
+    def _end(self, phase: str) -> None:
+        start = self._phase_start.pop(phase, None)
+        if start is not None:
+            self.wall[phase] += time.perf_counter() - start
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        if self._reported:
+            self.reset()
+        self._begin("train")
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._end("train")
+        self.report("after fit")
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        # Validation inside fit is already part of the train wall time.
+        if "train" not in self._phase_start:
+            self._begin("test")
+
+    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._end("test")
+
+    def on_predict_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._begin("predict")
+
+    def on_predict_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._end("predict")
+
+    def on_job_end(self, status: str) -> None:
+        try:
+            for phase in list(self._phase_start):
+                self._end(phase)
+            self.report(f"job {status}")
+        except Exception as error:  # on_job_end must not raise
+            print(f"HookProfiler: could not write the report: {error}")
+
+    def reset(self) -> None:
+        for stats in self.stats.values():
+            stats[:] = [0, 0.0, 0.0]
+        self.wall = dict.fromkeys(PHASES, 0.0)
+        self._reported = False
+
+    # -- report -------------------------------------------------------------------------------
+
+    def summary(self) -> dict[str, Any]:
+        """The profile as plain data: wall times and, per callback and hook, the timings."""
+        callbacks: dict[str, dict[str, dict[str, float]]] = {
+            name: {} for name in self._names.values()
+        }
+        for (name, hook), (calls, total, longest) in self.stats.items():
+            if calls:
+                callbacks[name][hook] = {
+                    "calls": int(calls),
+                    "total_s": total,
+                    "mean_s": total / calls,
+                    "max_s": longest,
+                }
+        return {"wall_time_s": dict(self.wall), "callbacks": callbacks}
+
+    def table(self, title: str = "") -> Table:
+        wall = sum(self.wall.values())
+        table = Table(title=f"Callback hook times ({title})" if title else "Callback hook times")
+        for column in ("callback", "hook", "calls", "total ms", "mean µs", "max ms", "% wall"):
+            table.add_column(column, justify="left" if column in ("callback", "hook") else "right")
+
+        def add(name: str, hook: str, calls: float, total: float, longest: float) -> None:
+            share = f"{100 * total / wall:.2f}" if wall > 0 else "-"
+            mean = f"{total / calls * 1e6:.1f}" if calls else "-"
+            table.add_row(
+                name,
+                hook,
+                str(int(calls)),
+                f"{total * 1e3:.2f}",
+                mean,
+                f"{longest * 1e3:.2f}",
+                share,
+            )
+
+        totals: dict[str, list[float]] = {}
+        for (name, _), (calls, total, longest) in self.stats.items():
+            summed = totals.setdefault(name, [0, 0.0, 0.0])
+            summed[0] += calls
+            summed[1] += total
+            summed[2] = max(summed[2], longest)
+        for name, (calls, total, longest) in sorted(totals.items(), key=lambda kv: -kv[1][1]):
+            add(name, "(all hooks)", calls, total, longest)
+        table.add_section()
+        for (name, hook), (calls, total, longest) in sorted(
+            self.stats.items(), key=lambda item: -item[1][1]
+        ):
+            if calls:
+                add(name, hook, calls, total, longest)
+        walls = ", ".join(f"{phase} {seconds:.2f}s" for phase, seconds in self.wall.items())
+        table.caption = f"wall time: {walls}"
+        return table
+
+    def report(self, title: str = "") -> None:
+        """Print the table (if ``print_table``) and save ``.json`` and ``.txt``."""
+        self._reported = True
+        table = self.table(title)
+        if self.print_table:
+            console = Console()
+            if not console.is_terminal:
+                console = Console(width=120)  # CI logs: rich's 80 columns would cut hook names
+            console.print(table)
+        buffer = io.StringIO()
+        Console(file=buffer, width=120, color_system=None).print(table)
+        self.run_path(f"{self.filename}.txt").write_text(buffer.getvalue())
+        self.run_path(f"{self.filename}.json").write_text(json.dumps(self.summary(), indent=2))
+
+
+def _timed(method: Callable[..., Any], stats: list[float]) -> Callable[..., Any]:
+    clock = time.perf_counter
+
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        start = clock()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            elapsed = clock() - start
+            stats[0] += 1
+            stats[1] += elapsed
+            if elapsed > stats[2]:
+                stats[2] = elapsed
+
+    return timed

@@ -1,0 +1,72 @@
+"""Checkpoint: top-k best, last and every-N-steps files that load back to the same model."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from callbacks.checkpoint import Checkpoint
+from tests.callbacks.cb_testing import Recorder, Script, make_model, regression_data
+from trainkit.context import RunContext
+
+VAL_LOSS = [0.5, 0.3, 0.4, 0.2]  # ranking: epoch 4, 2, 3, 1 (1-based)
+
+
+def test_top_k_last_and_step_files_load_back_to_the_same_predictions(tmp_path):
+    x, y = regression_data(32)  # 4 steps an epoch, 16 in all
+    model = make_model(optimizer="adam")
+    checkpoint = Checkpoint(save_top_k=2, every_n_steps=3, keep_step_checkpoints=2)
+    checkpoint.set_context(RunContext(run_dir=tmp_path))
+    recorder = Recorder(weights=True)
+    model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=4,
+        verbose=0,
+        callbacks=[Script("val_loss", VAL_LOSS), checkpoint, recorder],
+    )
+    folder = tmp_path / "checkpoints"
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == [
+        "epoch=002-val_loss=0.3000.keras",
+        "epoch=004-val_loss=0.2000.keras",
+        "last.keras",
+        # steps 3, 6, 9, 12, 15 were saved; the two most recent are kept
+        "step=00000012.keras",
+        "step=00000015.keras",
+    ]
+    assert checkpoint.best_model_path == str(folder / "epoch=004-val_loss=0.2000.keras")
+    assert checkpoint.best_model_score == 0.2
+    assert set(checkpoint.best_k_models.values()) == {0.2, 0.3}
+    assert checkpoint.last_model_path == str(folder / "last.keras")
+
+    reference = make_model()
+    for name, epoch in [
+        ("epoch=002-val_loss=0.3000.keras", 1),
+        ("epoch=004-val_loss=0.2000.keras", 3),
+        ("last.keras", 3),
+    ]:
+        loaded = keras.models.load_model(folder / name)
+        reference.set_weights(recorder.epoch_weights[epoch])
+        np.testing.assert_allclose(
+            loaded.predict(x, verbose=0), reference.predict(x, verbose=0), rtol=1e-6
+        )
+    # the full model: the optimizer state is in the file too
+    loaded = keras.models.load_model(folder / "step=00000012.keras")
+    assert int(loaded.optimizer.iterations.numpy()) == 12
+    reference.set_weights(recorder.epoch_weights[2])  # step 12 = end of epoch 3
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), reference.predict(x, verbose=0))
+
+
+def test_max_mode_and_top_k_of_all(tmp_path):
+    x, y = regression_data(16)
+    checkpoint = Checkpoint(monitor="val_accuracy", save_top_k=-1, save_last=False)
+    checkpoint.set_context(RunContext(run_dir=tmp_path))
+    scores = [0.5, 0.7, 0.6]
+    make_model().fit(
+        x, y, epochs=3, verbose=0, callbacks=[Script("val_accuracy", scores), checkpoint]
+    )
+    assert len(list((tmp_path / "checkpoints").glob("epoch=*.keras"))) == 3
+    assert checkpoint.best_model_path.endswith("epoch=002-val_accuracy=0.7000.keras")
+    assert not (tmp_path / "checkpoints" / "last.keras").exists()

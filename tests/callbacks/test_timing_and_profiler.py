@@ -1,0 +1,97 @@
+"""Timing writes its keys into the logs later callbacks see; HookProfiler times every hook."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+
+from callbacks.hook_profiler import HookProfiler
+from callbacks.timing import Timing
+from tests.callbacks.cb_testing import Recorder, make_model, regression_data
+from trainkit.context import RunContext
+
+
+class SlowEpochEnd(keras.callbacks.Callback):
+    """Burns a known amount of time in one hook so the profile can be checked against it."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        import time
+
+        time.sleep(0.05)
+
+
+def run_job(tmp_path, print_table=False):
+    x, y = regression_data(32)  # 4 steps an epoch at batch 8
+    model = make_model()
+    profiler = HookProfiler(print_table=print_table)
+    timing = Timing()
+    recorder = Recorder()
+    callbacks = [profiler, timing, SlowEpochEnd(), recorder]
+    context = RunContext(run_dir=tmp_path, batch_size=8)
+    context.extras["callbacks"] = callbacks  # what the job does before fit
+    for callback in callbacks:
+        if hasattr(callback, "set_context"):
+            callback.set_context(context)
+    model.fit(x, y, batch_size=8, epochs=2, validation_data=(x, y), verbose=0, callbacks=callbacks)
+    model.evaluate(x, y, batch_size=8, verbose=0, callbacks=callbacks)
+    model.predict(x, batch_size=16, verbose=0, callbacks=callbacks)
+    for callback in callbacks:
+        if hasattr(callback, "on_job_end"):
+            callback.on_job_end("FINISHED")
+    return profiler, recorder
+
+
+def test_timing_keys_are_in_the_logs_of_later_callbacks(tmp_path):
+    _, recorder = run_job(tmp_path)
+    for _, _, logs in recorder.batch_end:
+        assert logs["step_time"] > 0 and logs["samples_per_sec"] > 0
+    for logs in recorder.epoch_logs:
+        assert logs["epoch_time"] >= logs["train_time"] > 0
+        assert logs["val_time"] > 0
+        assert logs["epoch_time"] >= logs["train_time"] + logs["val_time"]
+        assert logs["step_time"] == logs["train_time"] / 4
+        assert logs["samples_per_sec"] == 8 * 4 / logs["train_time"]
+    assert recorder.test_end_logs["test_time"] > 0
+    assert recorder.predict_end_logs["predict_time"] > 0
+
+
+def test_profile_lists_each_callback_and_hook_with_counts(tmp_path):
+    profiler, _ = run_job(tmp_path)
+    profile = json.loads((tmp_path / "hook_profile.json").read_text())
+    callbacks = profile["callbacks"]
+    assert set(callbacks) == {"Timing", "SlowEpochEnd", "Recorder"}  # not itself
+    recorder = callbacks["Recorder"]
+    calls = {hook: stats["calls"] for hook, stats in recorder.items()}
+    assert calls == {
+        "set_model": 3,  # one CallbackList each for fit, evaluate, predict
+        "set_params": 3,
+        "on_train_begin": 1,
+        "on_epoch_begin": 2,
+        "on_train_batch_begin": 8,
+        "on_train_batch_end": 8,
+        "on_epoch_end": 2,
+        "on_test_end": 3,  # two validations and one evaluate
+        "on_predict_end": 1,
+    }
+    # only the hooks a callback overrides are wrapped (set_model/set_params are real methods)
+    assert set(callbacks["SlowEpochEnd"]) == {"on_epoch_end", "set_model", "set_params"}
+    slow = callbacks["SlowEpochEnd"]["on_epoch_end"]
+    assert slow["calls"] == 2 and slow["total_s"] >= 0.1 and slow["max_s"] >= 0.05
+    assert callbacks["Timing"]["on_train_batch_end"]["calls"] == 8
+    assert profile["wall_time_s"]["train"] >= slow["total_s"]
+    assert profile["wall_time_s"]["test"] > 0 and profile["wall_time_s"]["predict"] > 0
+    text = (tmp_path / "hook_profile.txt").read_text()
+    assert "SlowEpochEnd" in text and "on_train_batch_end" in text
+    # detach puts the original methods back
+    wrapped = profiler.context.extras["callbacks"][1]
+    assert "on_train_batch_end" in vars(wrapped)
+    profiler.detach()
+    assert "on_train_batch_end" not in vars(wrapped)
+
+
+def test_table_is_printed_after_fit_and_at_job_end(tmp_path, capsys):
+    run_job(tmp_path, print_table=True)
+    out = capsys.readouterr().out
+    assert out.count("Callback hook times") == 2
+    assert "after fit" in out and "job FINISHED" in out
