@@ -31,8 +31,12 @@ ALL_HOOKS = {
 }
 
 
-def run_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+def run_cli(
+    args: list[str], cwd: Path, timeout: int = 600, pythonpath: tuple[Path, ...] = ()
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "MPLBACKEND": "Agg"}
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(str(p) for p in pythonpath)
     return subprocess.run(
         [sys.executable, str(ROOT / "run.py"), *args],
         cwd=cwd,
@@ -59,8 +63,14 @@ def full_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path, Path]
             "trainer.batch_size=16",
             "tracking.log_model=false",
             f"hydra.run.dir={run_dir}",
+            # Two callbacks from outside trainkit, added the way the guide says.
+            "+callbacks.mine._target_=everyhook.EveryHook",
+            f"+callbacks.mine.path={cwd / 'seen.txt'}",
+            "+callbacks.csv._target_=my_callbacks.BatchLossCSV",
+            "+callbacks.csv.every=2",
         ],
         cwd,
+        pythonpath=(ROOT / "tests" / "outside", ROOT / "docs" / "examples"),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return result, cwd, run_dir
@@ -82,6 +92,23 @@ def test_events_list_every_hook(full_run):
     train_ends = [e for e in events if e["hook"] == "on_train_batch_end"]
     assert [(e["epoch"], e["batch"]) for e in train_ends] == [(0, b) for b in range(4)] + [
         (1, b) for b in range(4)
+    ]
+
+
+def test_user_callbacks_from_outside_get_every_hook(full_run):
+    _, cwd, run_dir = full_run
+    counts = dict(line.split() for line in (cwd / "seen.txt").read_text().splitlines())
+    assert set(counts) == ALL_HOOKS
+    assert counts["on_epoch_end"] == "2" and counts["on_train_batch_end"] == "8"
+    # fit, evaluate and predict each hand the callbacks the model and their params.
+    assert counts["set_model"] == "3" and counts["set_params"] == "3"
+    # The guide's example: a row every 2 of the 8 steps.
+    rows = (run_dir / "batch_loss.csv").read_text().splitlines()
+    assert rows[0] == "epoch,step,loss,lr" and [r.split(",")[1] for r in rows[1:]] == [
+        "2",
+        "4",
+        "6",
+        "8",
     ]
 
 
