@@ -1,0 +1,577 @@
+"""MLflow logging for a trainkit job: params, per-step metrics, plots, the model, the run's end.
+
+Stack entry (``conf/callbacks/<stack>.yaml``)::
+
+    mlflow:
+      _target_: callbacks.mlflow.MLflowLogger
+      log_every_n_steps: 1     # training metrics and the LR every N optimizer steps
+      log_model: null          # null: ctx.tracking.log_model decides
+      log_plots: true          # training curves, LR, confusion matrix (PNG)
+
+Where things go:
+
+* the run: experiment ``ctx.tracking.experiment``; its id is kept in ``<run_dir>/mlflow_run_id``
+  and a restarted job resumes it, continuing from the last logged step. In a Hydra multirun each
+  job is a child of one parent run per sweep (tag ``trainkit.sweep_dir``).
+* steps: the global optimizer step, 1-based (``epoch * steps_per_epoch + batch + 1``). Per-step
+  training metrics keep Keras' names (``loss``, ``accuracy``), epoch metrics are logged at the
+  epoch's last step (``val_*`` and the ``epoch`` index), a standalone ``evaluate`` after ``fit``
+  as ``test_*`` at the final step, ``predict`` as ``predict_*``.
+* the training loop only appends tuples to a buffer; a background thread writes them with
+  ``log_batch``. If the store fails the points go to ``<run_dir>/mlflow_spool.jsonl`` (one warning)
+  and are written when it answers again; a job never fails because of MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from callbacks.base import JOB_STATUSES, TrainkitCallback
+from trainkit.tracking import plots
+from trainkit.tracking.evaluation import confusion_on_test_split
+from trainkit.tracking.flatten import metric_key, redact_uri, to_params
+from trainkit.tracking.spool import SPOOL_NAME, Spool
+from trainkit.tracking.store import RunSpec, TrackedRun, log_keras_model, probe
+from trainkit.tracking.store import unreachable_message as _unreachable
+from trainkit.tracking.sweep import detect_sweep, git_commit
+from trainkit.tracking.writer import BackgroundWriter
+
+log = logging.getLogger("trainkit.tracking")
+
+ARTIFACT_DIR = "mlflow"  # local copies of what the run gets, under the run directory
+
+
+class MLflowLogger(TrainkitCallback):
+    """Logs the job to MLflow; see the module docstring for what goes where.
+
+    Args:
+        log_every_n_steps: training metrics and the learning rate every N optimizer steps
+            (with ``steps_per_execution > 1``, at the first hook call past each multiple of N).
+        log_model: log the trained model (signature + input example); ``None`` follows
+            ``ctx.tracking["log_model"]`` (default True).
+        log_plots: training curves, learning rate and confusion matrix as PNG artifacts.
+        log_checkpoint: upload the best checkpoint of the stack's checkpoint callback.
+        flush_interval: seconds between background writes.
+        flush_timeout: how long ``on_job_end`` waits for the store before spooling the rest.
+    """
+
+    # Batch hooks only append to a deque and read the optimizer's LR: safe on Keras' async
+    # dispatch thread pool, which keeps the training loop from waiting on every step's logs.
+    async_safe = True
+
+    def __init__(
+        self,
+        log_every_n_steps: int = 1,
+        log_model: bool | None = None,
+        log_plots: bool = True,
+        log_checkpoint: bool = True,
+        flush_interval: float = 2.0,
+        flush_timeout: float = 30.0,
+    ) -> None:
+        super().__init__()
+        if log_every_n_steps < 1:
+            raise ValueError(f"log_every_n_steps must be >= 1, got {log_every_n_steps}")
+        self.log_every_n_steps = int(log_every_n_steps)
+        self.log_model = log_model
+        self.log_plots = log_plots
+        self.log_checkpoint = log_checkpoint
+        self.flush_interval = flush_interval
+        self.flush_timeout = flush_timeout
+
+        self.run: TrackedRun | None = None
+        self.writer: BackgroundWriter | None = None
+        self.model_uri: str | None = None
+        self._fit_params: dict[str, Any] = {}
+        self._in_fit = False
+        self._ended = False
+        self._model_pending = False
+        self._confusion_logged = False
+        # step bookkeeping
+        self._spe: int | None = None
+        self._spx = 1
+        self._offset = 0
+        self._skip_until = 0
+        self._first_epoch: int | None = None
+        self._base = 0
+        self._last_batch_step = 0
+        self._final_step = 0
+        self._logged_at = -1
+        self._logged_keys: Any = ()
+        self._string_logs: dict[str, str] = {}
+        self._history: list[tuple[int, dict[str, float]]] = []
+        self._lr_points: list[tuple[int, float]] = []
+        # predict
+        self._predict_t0 = 0.0
+        self._predict_n = 0
+        self._predict_counts: np.ndarray | None = None
+
+    # ------------------------------------------------------------------ Keras: model/params
+
+    def set_model(self, model: Any) -> None:
+        super().set_model(model)
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        # evaluate() and predict() call this again with their own steps: fit's are kept apart.
+        super().set_params(params)
+
+    # ------------------------------------------------------------------ run lifecycle
+
+    @property
+    def tracking(self) -> dict[str, Any]:
+        return dict(self.context.tracking) if self.context is not None else {}
+
+    def _uri(self) -> str:
+        uri = self.tracking.get("uri")
+        if not uri:
+            import mlflow
+
+            uri = mlflow.get_tracking_uri()
+        return str(uri)
+
+    def _spec(self) -> RunSpec:
+        tracking = self.tracking
+        sweep = detect_sweep(self.context)
+        tags = {str(k): str(v) for k, v in (tracking.get("tags") or {}).items()}
+        run_name = tracking.get("run_name")
+        if sweep is not None:
+            overrides = redact_uri(sweep.overrides or "")
+            tags["trainkit.job_num"] = str(sweep.job_num)
+            if overrides:
+                tags["trainkit.overrides"] = overrides
+            if not run_name:
+                run_name = f"#{sweep.job_num} {overrides}".strip()[:250]
+        return RunSpec(
+            uri=self._uri(),
+            experiment=str(tracking.get("experiment") or "trainkit"),
+            run_name=run_name or None,
+            tags=tags,
+            run_dir=str(self.run_dir.resolve()),
+            sweep_dir=sweep.sweep_dir if sweep else None,
+            system_metrics=bool(tracking.get("system_metrics", False)),
+            artifact_location=tracking.get("artifact_location") or None,
+        )
+
+    def _start(self) -> None:
+        """Open (or resume) the run; if the store does not answer, spool until it does."""
+        spec = self._spec()
+        self.run = TrackedRun(spec)
+        spool = Spool(self.run_path(SPOOL_NAME), spec=spec.to_dict())
+        self.writer = BackgroundWriter(self.run, spool, interval=self.flush_interval)
+        if not probe(spec.uri):
+            log.warning(_unreachable(spec.uri))
+            self.writer.down = True
+            self.writer.warned = True
+        else:
+            try:
+                self.run.open()
+            except Exception as exc:
+                log.warning("%s (%s: %s)", _unreachable(spec.uri), type(exc).__name__, exc)
+                self.writer.down = True
+                self.writer.warned = True
+        if spool.exists():  # a previous process of this job left points: replay them first
+            self.writer.down = True
+        self.writer.start()
+        if self.run.is_open:
+            log.info(
+                "MLflow run %s (%s) in %s",
+                self.run.run_id,
+                "resumed" if self.run.resumed else "new",
+                redact_uri(spec.uri),
+            )
+
+    def _ensure_started(self) -> bool:
+        if self.writer is None and not self._ended:
+            try:
+                self._start()
+            except Exception as exc:  # never stop training for MLflow
+                log.warning("MLflow logging is off for this job: %s: %s", type(exc).__name__, exc)
+                self._ended = True
+        return self.writer is not None and not self._ended
+
+    # ------------------------------------------------------------------ fit
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._in_fit = True
+        self._first_epoch = None  # each fit decides again where its steps start
+        self._spe = int(self.params["steps"]) if self.params.get("steps") else None
+        self._spx = max(1, int(getattr(self.model, "steps_per_execution", 1) or 1))
+        self._fit_params = {
+            "fit.epochs": self.params.get("epochs"),
+            "fit.steps_per_epoch": self._spe,
+            "fit.steps_per_execution": self._spx,
+        }
+        if not self._ensure_started():
+            return
+        self._queue_params()
+
+    def _queue_params(self) -> None:
+        assert self.writer is not None
+        params: dict[str, Any] = dict(self._fit_params)
+        if self.context is not None and self.context.batch_size:
+            params["fit.batch_size"] = self.context.batch_size
+        model = self.model
+        if model is not None and model.built:
+            trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
+            total = int(model.count_params())
+            params["model.params.trainable"] = trainable
+            params["model.params.total"] = total
+            params["model.params.non_trainable"] = total - trainable
+            self.writer.submit("a", str(self._write_summary()), None)
+        config = self.context.config if self.context is not None else {}
+        merged = {**to_params(config), **{k: str(v) for k, v in params.items()}}
+        self.writer.submit("p", merged)
+
+    def _write_summary(self) -> Path:
+        lines: list[str] = []
+        self.model.summary(print_fn=lambda line, *a, **k: lines.append(line), line_length=110)
+        path = self.run_path(ARTIFACT_DIR, "model_summary.txt")
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        return path
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._first_epoch is None:
+            self._first_epoch = epoch
+            last = self.run.last_step if self.run is not None and self.run.resumed else 0
+            last = max(last, self._final_step)  # a second fit() in the same job
+            if last and epoch == 0:
+                # fit started over (a resumed run, a second phase): the history goes on after
+                # the last step instead of writing steps 1, 2 ... again
+                self._offset = last
+            elif last:
+                # fit resumed at initial_epoch: steps the store already has are not logged twice
+                self._skip_until = last
+        if self._spe:
+            self._base = self._offset + epoch * self._spe
+        else:  # unknown epoch length: count the steps seen
+            self._base = max(self._last_batch_step, self._offset)
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        pass  # nothing to do before a step: timing belongs to the timing callback
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        # Hot path: no I/O, no locks; the writer thread does the rest.
+        spe = self._spe
+        if spe and batch >= spe:  # steps_per_execution > 1: Keras passes the execution's end
+            batch = spe - 1
+        step = self._base + batch + 1
+        if step > self._last_batch_step:
+            self._last_batch_step = step
+        every = self.log_every_n_steps
+        if every > 1 and step // every <= (step - self._spx) // every:
+            return
+        if not logs or step <= self._skip_until or self.writer is None:
+            return
+        ms = int(time.time() * 1000)
+        append = self.writer.points.append
+        for key, value in logs.items():
+            if type(value) is float:
+                append((key, value, step, ms))
+            else:
+                self._other_value(key, value, step, ms)
+        if "lr" not in logs:
+            lr = self._learning_rate()
+            if lr is not None:
+                append(("lr", lr, step, ms))
+                self._lr_points.append((step, lr))
+        else:
+            self._lr_points.append((step, logs["lr"]))
+        self._logged_keys = logs.keys()
+        self._logged_at = step
+
+    def _other_value(self, key: str, value: Any, step: int, ms: int) -> None:
+        if isinstance(value, bool | int | float | np.number):
+            self.writer.points.append((key, float(value), step, ms))
+        elif isinstance(value, str) and self._string_logs.get(key) != value:
+            self._string_logs[key] = value
+            self.writer.submit("t", {metric_key(key): value})
+
+    def _learning_rate(self) -> float | None:
+        optimizer = getattr(self.model, "optimizer", None)
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
+        try:
+            return float(np.asarray(optimizer.learning_rate))
+        except (AttributeError, TypeError, ValueError):
+            return None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._spe and self._last_batch_step >= self._base + self._spe:
+            step = self._base + self._spe
+        else:  # the epoch stopped early, or its length is unknown
+            step = max(self._last_batch_step, self._base)
+        self._final_step = max(self._final_step, step)
+        logs = logs or {}
+        numeric = {}
+        for key, value in logs.items():
+            if isinstance(value, bool | int | float | np.number):
+                numeric[key] = float(value)
+        self._history.append((epoch, numeric))
+        if self.writer is None or step <= self._skip_until:
+            return
+        ms = int(time.time() * 1000)
+        append = self.writer.points.append
+        already = self._logged_keys if self._logged_at == step else ()
+        for key, value in logs.items():
+            if key in numeric:
+                if key not in already:  # the batch hook logged the same value at this step
+                    append((key, numeric[key], step, ms))
+            else:
+                self._other_value(key, value, step, ms)
+        append(("epoch", float(epoch), step, ms))
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._in_fit = False
+        if self.writer is None:
+            return
+        try:
+            self._train_end()
+        except Exception as exc:
+            log.warning("MLflow: end-of-training logging failed: %s: %s", type(exc).__name__, exc)
+        if self.context is None:  # plain model.fit(): nobody will call on_job_end
+            self.on_job_end("FINISHED")
+
+    def _train_end(self) -> None:
+        assert self.writer is not None
+        ctx = self.context
+        tags: dict[str, str] = {"trainkit.final_step": str(self._final_step)}
+        if ctx is not None:
+            tags["trainkit.model"] = ctx.model_name
+            tags["trainkit.callbacks"] = ctx.stack
+        git = git_commit()
+        if git is not None:
+            tags["trainkit.git_commit"] = git[0]
+            tags["trainkit.git_dirty"] = str(git[1]).lower()
+        reason = self._stop_reason()
+        if reason:
+            tags["trainkit.stop_reason"] = reason
+        self.writer.submit("t", tags)
+        if ctx is not None and ctx.config:
+            import yaml
+
+            path = self.run_path(ARTIFACT_DIR, "config.yaml")
+            path.write_text(yaml.safe_dump(ctx.config, sort_keys=False), encoding="utf-8")
+            self.writer.submit("a", str(path), None)
+        if self.log_plots:
+            for path in (
+                plots.training_curves(
+                    self._history, self.run_path(ARTIFACT_DIR, "plots", "training_curves.png")
+                ),
+                plots.learning_rate(
+                    self._lr_points, self.run_path(ARTIFACT_DIR, "plots", "learning_rate.png")
+                ),
+            ):
+                if path is not None:
+                    self.writer.submit("a", str(path), "plots")
+        if self.log_checkpoint:
+            best = self._best_checkpoint()
+            if best is not None:
+                self.writer.submit("a", str(best), "checkpoints")
+        log_model = self.log_model
+        if log_model is None:
+            log_model = bool(self.tracking.get("log_model", True))
+        if log_model and self.model is not None:
+            self._model_pending = True
+            self._try_log_model()
+
+    def _callbacks(self) -> list[Any]:
+        return list(self.context.extras.get("callbacks", [])) if self.context is not None else []
+
+    def _stop_reason(self) -> str | None:
+        for cb in self._callbacks():
+            reason = getattr(cb, "stop_reason", None)
+            if isinstance(reason, str) and reason:
+                return reason
+            stopped = getattr(cb, "stopped_epoch", 0)
+            if isinstance(stopped, int) and stopped > 0:
+                return f"{type(cb).__name__} stopped training at epoch {stopped}"
+        return self._string_logs.get("stop_reason")
+
+    def _best_checkpoint(self) -> Path | None:
+        for cb in self._callbacks():
+            path = getattr(cb, "best_model_path", None)
+            if path and Path(path).exists():
+                return Path(path)
+        return None
+
+    def _try_log_model(self) -> None:
+        """Log the model now if the store is there; otherwise on_job_end tries again."""
+        assert self.writer is not None and self.run is not None
+        if not self._model_pending or not self.writer.flush(self.flush_timeout):
+            return
+        if self.writer.down or not self.run.is_open:
+            return
+        example = self._input_example()
+        if example is None:
+            log.warning("MLflow: no input example for the model (no test data, no sample images)")
+            self._model_pending = False
+            return
+        started = time.perf_counter()
+        try:
+            self.model_uri = log_keras_model(self.run, self.model, example, self._final_step)
+        except Exception as exc:
+            log.warning("MLflow: logging the model failed: %s: %s", type(exc).__name__, exc)
+            self._model_pending = False
+            return
+        self._model_pending = False
+        self.writer.submit("t", {"trainkit.model_uri": self.model_uri})
+        elapsed = time.perf_counter() - started
+        log.info("MLflow: model logged as %s in %.1fs", self.model_uri, elapsed)
+
+    def _input_example(self) -> np.ndarray | None:
+        ctx = self.context
+        if ctx is not None and ctx.test_data is not None:
+            for batch in ctx.test_data.take(1):
+                x = batch[0] if isinstance(batch, tuple | list) else batch
+                return np.asarray(x)[:2]
+        if ctx is not None and ctx.sample_images is not None:
+            return np.asarray(ctx.sample_images, dtype=np.float32)[:2]
+        shape = getattr(self.model, "input_shape", None)
+        if isinstance(shape, tuple) and all(d is not None for d in shape[1:]):
+            return np.zeros((1, *shape[1:]), dtype=np.float32)
+        return None
+
+    # ------------------------------------------------------------------ evaluate
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        pass  # validation inside fit is logged with the epoch; a standalone evaluate at its end
+
+    def on_test_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        pass
+
+    def on_test_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        pass  # running means: the final ones arrive in on_test_end
+
+    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self._in_fit or not self._ensure_started():
+            return
+        assert self.writer is not None
+        step = self._final_step
+        ms = int(time.time() * 1000)
+        for key, value in (logs or {}).items():
+            if isinstance(value, bool | int | float | np.number):
+                self.writer.points.append((f"test_{key}", float(value), step, ms))
+        self._log_confusion()
+
+    def _log_confusion(self) -> None:
+        if self._confusion_logged or self.context is None or self.context.test_data is None:
+            return
+        self._confusion_logged = True
+        try:
+            matrix = confusion_on_test_split(self.context, self.model)
+        except Exception as exc:
+            log.warning("MLflow: confusion matrix failed: %s: %s", type(exc).__name__, exc)
+            return
+        if matrix is None:
+            return
+        names = self.context.class_names
+        data = {"class_names": list(names), "matrix": matrix.tolist()}
+        path = self.run_path(ARTIFACT_DIR, "confusion_matrix.json")
+        path.write_text(json.dumps(data), encoding="utf-8")
+        self.writer.submit("a", str(path), None)
+        if self.log_plots:
+            png = plots.confusion_matrix(
+                matrix, names, self.run_path(ARTIFACT_DIR, "plots", "confusion_matrix.png")
+            )
+            self.writer.submit("a", str(png), "plots")
+
+    # ------------------------------------------------------------------ predict
+
+    def on_predict_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._predict_t0 = time.perf_counter()
+        self._predict_n = 0
+        self._predict_counts = None
+
+    def on_predict_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        pass
+
+    def on_predict_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        # Keras 3 passes {"outputs": <this execution's predictions>} (a numpy array by now).
+        outputs = (logs or {}).get("outputs")
+        if not isinstance(outputs, np.ndarray) or outputs.ndim != 2:
+            return
+        n, width = outputs.shape
+        classes = outputs.argmax(axis=1) if width > 1 else (outputs[:, 0] > 0.5).astype(int)
+        counts = np.bincount(classes, minlength=max(width, 2))
+        if self._predict_counts is None:
+            self._predict_counts = counts
+        else:
+            self._predict_counts = self._predict_counts + counts
+        self._predict_n += n
+
+    def on_predict_end(self, logs: dict[str, Any] | None = None) -> None:
+        latency = time.perf_counter() - self._predict_t0
+        if not self._ensure_started():
+            return
+        assert self.writer is not None
+        step = self._final_step
+        ms = int(time.time() * 1000)
+        points = self.writer.points
+        points.append(("predict_count", float(self._predict_n), step, ms))
+        points.append(("predict_latency_s", latency, step, ms))
+        if self._predict_n:
+            points.append(("predict_ms_per_sample", 1000 * latency / self._predict_n, step, ms))
+        if self._predict_counts is not None:
+            names = self.context.class_names if self.context is not None else []
+            for i, count in enumerate(self._predict_counts.tolist()):
+                name = names[i] if i < len(names) else str(i)
+                points.append((metric_key(f"predict_class/{name}"), float(count), step, ms))
+
+    # ------------------------------------------------------------------ job end
+
+    def on_job_end(self, status: str) -> None:
+        if self._ended:
+            return
+        self._ended = True
+        status = status if status in JOB_STATUSES else "FAILED"
+        writer, run = self.writer, self.run
+        if writer is None or run is None:
+            return
+        try:
+            if status == "FINISHED":
+                self._log_confusion()
+            if self._model_pending:
+                self._try_log_model()
+                if self._model_pending:
+                    self._save_model_locally()
+            writer.close(self.flush_timeout)
+            ended = False
+            if run.is_open and not writer.down:
+                try:
+                    run.end(status)
+                    ended = True
+                except Exception as exc:
+                    log.warning("MLflow: ending the run failed: %s: %s", type(exc).__name__, exc)
+            if not ended:
+                writer.spool.add_end(status)
+            left = Spool.count_points(writer.spool.read()) if writer.spool.exists() else 0
+            if writer.spool.exists():
+                log.warning(
+                    "MLflow store %s did not answer before the job ended: %d points kept in %s; "
+                    "write them with: python -m trainkit.tracking.replay %s",
+                    redact_uri(run.spec.uri),
+                    left,
+                    writer.spool.path,
+                    self.run_dir,
+                )
+            elif writer.replayed:
+                log.info(
+                    "MLflow: %d spooled points written after the store came back", writer.replayed
+                )
+        except Exception as exc:  # on_job_end must not raise
+            log.warning("MLflow: on_job_end failed: %s: %s", type(exc).__name__, exc)
+
+    def _save_model_locally(self) -> None:
+        try:
+            import mlflow.keras
+
+            target = self.run_path(ARTIFACT_DIR, "model")
+            if not target.exists():
+                mlflow.keras.save_model(self.model, str(target), input_example=None)
+            log.warning("MLflow: the model could not be logged; it is saved in %s", target)
+        except Exception as exc:
+            log.warning("MLflow: saving the model locally failed: %s", exc)

@@ -1,0 +1,300 @@
+"""TensorBoard logging for a trainkit job, on top of ``keras.callbacks.TensorBoard``.
+
+Stack entry (``conf/callbacks/<stack>.yaml``)::
+
+    tensorboard:
+      _target_: callbacks.tensorboard.TensorBoardLogger
+      log_every_n_steps: 1    # batch_* scalars every N optimizer steps (0: epoch scalars only)
+      histogram_freq: 1       # weight histograms every N epochs (0: none)
+      profile_batch: 0        # e.g. "10,20": TensorFlow profiler over those batches
+      write_graph: true
+
+Event files go under ``<run_dir>/tensorboard/``:
+
+* ``train/``: ``epoch_*`` scalars (Keras' own: loss, metrics, learning_rate, and any number
+  other callbacks put in the epoch logs), ``batch_*`` scalars at the global step (loss, metrics,
+  ``lr``, ``step_time``, ``samples_per_sec`` ... whatever numbers are in the batch logs), weight
+  histograms, the model graph, the profiler trace, and the ``augmented_samples`` image grid.
+* ``validation/``: ``epoch_*`` of the validation split.
+* ``test/``: ``test_*`` of a standalone ``evaluate`` and the ``confusion_matrix`` image.
+* the directory itself: the HParams session (the flattened config), so ``tensorboard --logdir``
+  over a sweep's directory compares its jobs in the HParams dashboard.
+
+Per-step scalars are buffered in memory (a reference to Keras' logs dict per step) and written
+at epoch end by :class:`trainkit.tracking.events.ScalarWriter`, ~30 us per step.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+
+from callbacks.base import TrainkitCallback
+from trainkit.tracking import plots
+from trainkit.tracking.evaluation import confusion_on_test_split
+from trainkit.tracking.events import ScalarWriter, is_number
+from trainkit.tracking.flatten import flatten
+
+log = logging.getLogger("trainkit.tracking")
+
+TENSORBOARD_DIR = "tensorboard"
+
+
+def _hparam_value(value: Any) -> bool | int | float | str:
+    if isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
+class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
+    """See the module docstring.
+
+    Args:
+        log_every_n_steps: ``batch_*`` scalars every N optimizer steps; 0 turns them off.
+        histogram_freq: weight histograms every N epochs; 0 turns them off.
+        profile_batch: as in ``keras.callbacks.TensorBoard`` (0 = off, ``"10,20"`` = a range).
+        write_graph: the model graph and Keras' model summary.
+        sample_images: the grid of ``ctx.sample_images`` at train begin.
+        hparams: the HParams session (flattened config) and its metrics.
+        log_dir: overrides ``<run_dir>/tensorboard``.
+    """
+
+    def __init__(
+        self,
+        log_every_n_steps: int = 1,
+        histogram_freq: int = 1,
+        profile_batch: int | str | tuple[int, int] = 0,
+        write_graph: bool = True,
+        sample_images: bool = True,
+        hparams: bool = True,
+        log_dir: str | None = None,
+    ) -> None:
+        super().__init__(
+            log_dir=log_dir or TENSORBOARD_DIR,
+            histogram_freq=histogram_freq,
+            write_graph=write_graph,
+            update_freq="epoch",  # batch scalars are ours, buffered; Keras' are per-call
+            profile_batch=profile_batch,
+        )
+        self.log_every_n_steps = int(log_every_n_steps)
+        self.sample_images = sample_images
+        self.hparams = hparams
+        self._explicit_dir = log_dir
+        self._batch_rows: list[tuple[int, dict[str, Any]]] = []
+        self._scalar_writers: dict[str, ScalarWriter] = {}
+        self._in_fit = False
+        self._closed = False
+        self._spe: int | None = None
+        self._spx = 1
+        self._base = 0
+        self._last_step = 0
+        self._final_step = 0
+        self._hparams_metrics_written = False
+        self._session_started = False
+        self._confusion_written = False
+
+    @property
+    def async_safe(self) -> bool:  # type: ignore[override]
+        # Buffering a reference is thread-safe; the profiler's start/stop per batch is not.
+        return not self._should_trace
+
+    # ------------------------------------------------------------------ dirs and writers
+
+    def root(self) -> Path:
+        return Path(self._explicit_dir) if self._explicit_dir else self.run_dir / TENSORBOARD_DIR
+
+    def set_model(self, model: Any) -> None:
+        # evaluate() and predict() call set_model again: keep fit's writers and graph.
+        if getattr(self, "_model", None) is model and self._writers:
+            return
+        self.log_dir = str(self.root())
+        super().set_model(model)
+
+    def _scalars(self, name: str) -> ScalarWriter:
+        writer = self._scalar_writers.get(name)
+        if writer is None:
+            path = self.root() if name == "." else self.root() / name
+            writer = self._scalar_writers[name] = ScalarWriter(path)
+        return writer
+
+    def _tf_writer(self, name: str) -> Any:
+        if name not in self._writers:
+            self._writers[name] = self.summary.create_file_writer(str(self.root() / name))
+        return self._writers[name]
+
+    # ------------------------------------------------------------------ fit
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._in_fit = True
+        self._closed = False
+        self._spe = int(self.params["steps"]) if self.params.get("steps") else None
+        self._spx = max(1, int(getattr(self.model, "steps_per_execution", 1) or 1))
+        super().on_train_begin(logs)
+        try:
+            self._write_samples()
+            self._write_session_start()
+        except Exception as exc:  # pictures are not worth a failed job
+            log.warning(
+                "TensorBoard: train-begin summaries failed: %s: %s", type(exc).__name__, exc
+            )
+
+    def _write_samples(self) -> None:
+        images = self.context.sample_images if self.context is not None else None
+        if not self.sample_images or images is None:
+            return
+        grid = plots.image_grid(np.asarray(images)[:32])
+        with self._train_writer.as_default():
+            self.summary.image("augmented_samples", grid[None], step=0)
+
+    def _write_session_start(self) -> None:
+        if not self.hparams or self.context is None or self._session_started:
+            return
+        from tensorboard.plugins.hparams import api as hp
+
+        values = {k: _hparam_value(v) for k, v in flatten(self.context.config).items()}
+        if not values:
+            return
+        self._session_started = True
+        trial = str(self.run_dir)
+        self._scalars(".").write_summary(hp.hparams_pb(values, trial_id=trial))
+
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        super().on_epoch_begin(epoch, logs)
+        if self._spe:
+            self._base = epoch * self._spe
+        else:
+            self._base = self._last_step
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        super().on_train_batch_begin(batch, logs)  # the profiler's batch range
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        super().on_train_batch_end(batch, None)  # graph once, profiler stop; no per-call scalars
+        spe = self._spe
+        if spe and batch >= spe:
+            batch = spe - 1
+        step = self._base + batch + 1
+        if step > self._last_step:
+            self._last_step = step
+        every = self.log_every_n_steps
+        if every <= 0 or not logs:
+            return
+        if every > 1 and step // every <= (step - self._spx) // every:
+            return
+        self._batch_rows.append((step, logs))
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        rows, self._batch_rows = self._batch_rows, []
+        if rows:
+            self._scalars("train").write(rows, prefix="batch_")
+        numeric = {k: v for k, v in (logs or {}).items() if is_number(v)}
+        super().on_epoch_end(epoch, numeric)
+        self._final_step = max(self._final_step, self._last_step)
+        if not self._hparams_metrics_written:
+            self._write_hparams_config(numeric)
+
+    def _write_hparams_config(self, logs: dict[str, Any]) -> None:
+        if not self._session_started:
+            return
+        from tensorboard.plugins.hparams import api as hp
+
+        self._hparams_metrics_written = True
+        metrics = [
+            hp.Metric(f"epoch_{k[4:]}", group="validation", display_name=k)
+            for k in sorted(logs)
+            if k.startswith("val_")
+        ] + [
+            hp.Metric(f"epoch_{k}", group="train", display_name=k)
+            for k in ("loss", "accuracy")
+            if k in logs
+        ]
+        values = {k: _hparam_value(v) for k, v in flatten(self.context.config).items()}
+        config = hp.hparams_config_pb(hparams=[hp.HParam(k) for k in values], metrics=metrics)
+        self._scalars(".").write_summary(config)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._in_fit = False
+        rows, self._batch_rows = self._batch_rows, []
+        if rows:  # a fit stopped mid-epoch
+            self._scalars("train").write(rows, prefix="batch_")
+        if self._is_tracing:
+            self._stop_trace()
+        for writer in self._writers.values():
+            writer.flush()
+        for writer in self._scalar_writers.values():
+            writer.flush()
+        if self.context is None:  # plain model.fit(): nobody will call on_job_end
+            self.on_job_end("FINISHED")
+
+    # ------------------------------------------------------------------ evaluate / predict
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        pass  # Keras' version pushes a writer only for batch-level summaries: none here
+
+    def on_test_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        pass
+
+    def on_test_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        pass
+
+    def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self._in_fit:
+            return  # validation: written with the epoch, under validation/
+        numeric = {k: v for k, v in (logs or {}).items() if is_number(v)}
+        self._scalars("test").write([(self._final_step, numeric)], prefix="test_")
+        self._write_confusion()
+
+    def _write_confusion(self) -> None:
+        if self._confusion_written or self.context is None or self.context.test_data is None:
+            return
+        self._confusion_written = True
+        try:
+            matrix = confusion_on_test_split(self.context, self.model)
+            if matrix is None:
+                return
+            image = plots.figure_to_array(plots.confusion_figure(matrix, self.context.class_names))
+            with self._tf_writer("test").as_default():
+                self.summary.image("confusion_matrix", image[None], step=self._final_step)
+        except Exception as exc:
+            log.warning("TensorBoard: confusion matrix failed: %s: %s", type(exc).__name__, exc)
+
+    def on_predict_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._predict_t0 = time.perf_counter()
+
+    def on_predict_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        pass
+
+    def on_predict_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        pass
+
+    def on_predict_end(self, logs: dict[str, Any] | None = None) -> None:
+        latency = time.perf_counter() - getattr(self, "_predict_t0", time.perf_counter())
+        self._scalars("test").write([(self._final_step, {"predict_latency_s": latency})])
+
+    # ------------------------------------------------------------------ job end
+
+    def on_job_end(self, status: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if status == "FINISHED":
+                self._write_confusion()
+            if self._session_started:
+                from tensorboard.plugins.hparams import api_pb2
+                from tensorboard.plugins.hparams import summary as hparams_summary
+
+                code = api_pb2.STATUS_SUCCESS if status == "FINISHED" else api_pb2.STATUS_FAILURE
+                self._scalars(".").write_summary(hparams_summary.session_end_pb(code))
+        except Exception as exc:  # on_job_end must not raise
+            log.warning("TensorBoard: end-of-job summaries failed: %s: %s", type(exc).__name__, exc)
+        for writer in [*self._writers.values(), *self._scalar_writers.values()]:
+            try:
+                writer.close()
+            except Exception as exc:
+                log.warning("TensorBoard: closing a writer failed: %s", exc)

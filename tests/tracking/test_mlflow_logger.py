@@ -1,0 +1,297 @@
+"""MLflowLogger against a real SQLite store and a real ``mlflow server``: what a run holds."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import keras
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from callbacks.mlflow import MLflowLogger
+from tests.tracking.helpers import SECRET, STEPS, make_context, run_job
+from trainkit.tracking.store import global_tracking_uri
+from trainkit.tracking.sweep import git_commit
+
+
+def steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
+    return [m.step for m in client.get_metric_history(run_id, key)]
+
+
+def values(client: MlflowClient, run_id: str, key: str) -> list[float]:
+    return [m.value for m in client.get_metric_history(run_id, key)]
+
+
+def artifacts(client: MlflowClient, run_id: str, path: str | None = None) -> set[str]:
+    found = set()
+    for item in client.list_artifacts(run_id, path):
+        found |= artifacts(client, run_id, item.path) if item.is_dir else {item.path}
+    return found
+
+
+def test_training_metrics_are_logged_at_every_global_step(job) -> None:
+    done, client, run = job
+    run_id = run.info.run_id
+    assert run.info.status == "FINISHED"
+    assert steps(client, run_id, "loss") == list(range(1, 2 * STEPS + 1))
+    assert steps(client, run_id, "accuracy") == list(range(1, 2 * STEPS + 1))
+    assert steps(client, run_id, "lr") == list(range(1, 2 * STEPS + 1))
+    assert values(client, run_id, "lr") == pytest.approx([0.01] * 2 * STEPS)
+    # the epoch's loss is the last step's running mean: logged once at that step, not twice
+    assert values(client, run_id, "loss")[STEPS - 1] == pytest.approx(done.history["loss"][0])
+
+
+def test_epoch_validation_and_test_metrics_land_on_the_right_steps(job) -> None:
+    done, client, run = job
+    run_id = run.info.run_id
+    assert steps(client, run_id, "val_loss") == [STEPS, 2 * STEPS]
+    assert values(client, run_id, "val_loss") == pytest.approx(done.history["val_loss"])
+    assert steps(client, run_id, "epoch") == [STEPS, 2 * STEPS]
+    assert values(client, run_id, "epoch") == [0.0, 1.0]
+    assert steps(client, run_id, "test_loss") == [2 * STEPS]  # the final step, not 0
+    assert values(client, run_id, "test_accuracy") == pytest.approx([done.test["accuracy"]])
+    assert "validation_loss" not in run.data.metrics  # no second copy of validation
+
+
+def test_predict_count_latency_and_class_distribution(job) -> None:
+    _, client, run = job
+    metrics = run.data.metrics
+    assert metrics["predict_count"] == 10
+    assert metrics["predict_latency_s"] > 0
+    counts = [metrics.get(f"predict_class/{name}", 0) for name in ("cat", "dog", "bird")]
+    assert sum(counts) == 10
+    assert steps(client, run.info.run_id, "predict_count") == [2 * STEPS]
+
+
+def test_params_are_the_flattened_config_without_secrets(job) -> None:
+    done, _, run = job
+    params = run.data.params
+    assert params["model.name"] == "tiny"
+    assert params["trainer.lr"] == "0.01"
+    assert params["data.augment"] == '["flip", "crop"]'
+    assert params["db.url"] == "postgresql://trainer:***@db.local/runs"
+    assert params["fit.epochs"] == "2"
+    assert params["fit.steps_per_epoch"] == str(STEPS)
+    assert params["model.params.total"] == str(done.model.count_params())
+    everything = " ".join([*params.values(), *run.data.tags.values()])
+    assert SECRET not in everything
+    assert "hunter2" not in everything
+
+
+def test_tags(job) -> None:
+    _, _, run = job
+    tags = run.data.tags
+    assert tags["trainkit.model"] == "tiny"
+    assert tags["trainkit.callbacks"] == "test"
+    assert tags["team"] == "vision"
+    assert tags["trainkit.stop_reason"] == "val_loss did not improve for 3 epochs"
+    git = git_commit()
+    if git is not None:  # the tests run from a git checkout, and CI from a clone
+        assert tags["trainkit.git_commit"] == git[0]
+
+
+def test_artifacts(job) -> None:
+    _, client, run = job
+    found = artifacts(client, run.info.run_id)
+    assert {
+        "model_summary.txt",
+        "config.yaml",
+        "confusion_matrix.json",
+        "plots/training_curves.png",
+        "plots/learning_rate.png",
+        "plots/confusion_matrix.png",
+        "checkpoints/best.keras",
+    } <= found
+    summary = client.download_artifacts(run.info.run_id, "model_summary.txt")
+    assert "Conv2D" in Path(summary).read_text()
+    if client.tracking_uri.startswith("sqlite:///"):
+        # next to the database, not in ./mlruns of whatever directory the job ran from
+        database = Path(client.tracking_uri.removeprefix("sqlite:///"))
+        assert run.info.artifact_uri.startswith((database.parent / "mlruns").as_uri())
+
+
+def test_logged_model_loads_and_predicts(job, arrays: Any) -> None:
+    done, client, run = job
+    uri = run.data.tags["trainkit.model_uri"]
+    assert uri.startswith("models:/")
+    x = arrays[0][:3]
+    with global_tracking_uri(client.tracking_uri):
+        pyfunc = mlflow.pyfunc.load_model(uri)
+        keras_model = mlflow.keras.load_model(uri)
+    assert pyfunc.metadata.signature is not None
+    expected = done.model.predict(x, verbose=0)
+    np.testing.assert_allclose(np.asarray(pyfunc.predict(x)), expected, rtol=1e-5)
+    np.testing.assert_allclose(keras_model.predict(x, verbose=0), expected, rtol=1e-5)
+    logged = client.get_logged_model(uri.removeprefix("models:/"))
+    assert logged.experiment_id == run.info.experiment_id
+    assert logged.source_run_id == run.info.run_id
+
+
+# ---------------------------------------------------------------------------- statuses
+
+
+class Boom(keras.callbacks.Callback):
+    def __init__(self, error: type[BaseException], at_batch: int) -> None:
+        super().__init__()
+        self.error = error
+        self.at_batch = at_batch
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if self.epoch == 1 and batch == self.at_batch:
+            raise self.error("boom")
+
+
+@pytest.mark.parametrize(
+    ("error", "status"), [(RuntimeError, "FAILED"), (KeyboardInterrupt, "KILLED")]
+)
+def test_a_job_cut_short_ends_its_run_with_its_status(
+    tmp_path: Path, arrays: Any, error: type[BaseException], status: str
+) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    logger = MLflowLogger()
+    context = make_context(tmp_path / "run", uri, arrays)
+    done = run_job(context, [logger], arrays, extra=[Boom(error, 1)])
+    assert done.status == status
+    client = MlflowClient(uri)
+    run = client.get_run(logger.run.run_id)
+    assert run.info.status == status
+    # what happened before the error is all there
+    assert steps(client, run.info.run_id, "loss") == list(range(1, STEPS + 3))
+
+
+# ---------------------------------------------------------------------------- steps
+
+
+def test_steps_per_execution_logs_at_the_true_steps(tmp_path: Path, arrays: Any) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    logger = MLflowLogger()
+    run_job(make_context(tmp_path / "run", uri, arrays), [logger], arrays, steps_per_execution=4)
+    client = MlflowClient(uri)
+    run_id = logger.run.run_id
+    # executions of 4 steps: Keras calls the hook after steps 4 and 5 (the epoch's rest)
+    assert steps(client, run_id, "loss") == [4, 5, 9, 10]
+    assert steps(client, run_id, "val_loss") == [5, 10]
+    assert client.get_run(run_id).data.params["fit.steps_per_execution"] == "4"
+
+
+def test_log_every_n_steps(tmp_path: Path, arrays: Any) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    logger = MLflowLogger(log_every_n_steps=3)
+    run_job(make_context(tmp_path / "run", uri, arrays), [logger], arrays, evaluate=False)
+    client = MlflowClient(uri)
+    run_id = logger.run.run_id
+    # every 3rd step, plus the epoch's values at its last step (5, 10)
+    assert steps(client, run_id, "lr") == [3, 6, 9]
+    assert steps(client, run_id, "loss") == [3, 5, 6, 9, 10]
+
+
+def test_a_resumed_job_continues_the_same_run(tmp_path: Path, arrays: Any) -> None:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    first = MLflowLogger()
+    crashed = run_job(
+        make_context(tmp_path / "run", uri, arrays),
+        [first],
+        arrays,
+        extra=[Boom(RuntimeError, 2)],
+    )
+    assert crashed.status == "FAILED"
+    assert (tmp_path / "run" / "mlflow_run_id").read_text().strip() == first.run.run_id
+
+    # The restarted job resumes from its epoch-1 checkpoint: epochs 1 and 2 again.
+    second = MLflowLogger()
+    context = make_context(tmp_path / "run", uri, arrays)
+    run_job(context, [second], arrays, epochs=3, initial_epoch=1)
+    assert second.run.run_id == first.run.run_id
+    client = MlflowClient(uri)
+    run = client.get_run(first.run.run_id)
+    assert run.info.status == "FINISHED"
+    assert steps(client, run.info.run_id, "loss") == list(range(1, 3 * STEPS + 1))
+    assert steps(client, run.info.run_id, "epoch") == [5, 10, 15]
+
+    # Trained anew from epoch 0 on the same run directory: the history goes on after step 15.
+    third = MLflowLogger()
+    run_job(make_context(tmp_path / "run", uri, arrays), [third], arrays, epochs=1, evaluate=False)
+    assert third.run.run_id == first.run.run_id
+    assert steps(client, run.info.run_id, "loss") == list(range(1, 4 * STEPS + 1))
+
+
+# ---------------------------------------------------------------------------- store down
+
+
+@pytest.mark.server
+def test_an_unreachable_server_at_start_spools_then_replays(
+    tmp_path: Path, arrays: Any, mlflow_server, caplog: pytest.LogCaptureFixture
+) -> None:
+    from tests.tracking.helpers import free_port
+    from trainkit.tracking import replay
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    logger = MLflowLogger()
+    with caplog.at_level(logging.WARNING, logger="trainkit.tracking"):
+        done = run_job(make_context(tmp_path / "run", dead, arrays), [logger], arrays)
+    assert done.status == "FINISHED"
+    warnings = [r.getMessage() for r in caplog.records if "does not answer" in r.getMessage()]
+    assert warnings and dead in warnings[0] and "tracking.uri" in warnings[0]
+    assert any("points kept in" in r.getMessage() for r in caplog.records)
+    spool = tmp_path / "run" / "mlflow_spool.jsonl"
+    assert spool.exists()
+    assert not (tmp_path / "run" / "mlflow_run_id").exists()
+
+    run_id, count = replay.replay(tmp_path / "run", uri=mlflow_server.uri)
+    assert count >= 2 * STEPS * 3  # loss, accuracy, lr at every step, and more
+    client = MlflowClient(mlflow_server.uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert steps(client, run_id, "loss") == list(range(1, 2 * STEPS + 1))
+    assert steps(client, run_id, "val_loss") == [STEPS, 2 * STEPS]
+    assert run.data.params["fit.epochs"] == "2"
+    assert "plots/training_curves.png" in artifacts(client, run_id)
+    assert not spool.exists()
+
+
+class StopsServer(keras.callbacks.Callback):
+    """After epoch 1: the points so far are written, then the server goes away."""
+
+    def __init__(self, logger: MLflowLogger, server) -> None:
+        super().__init__()
+        self.logger = logger
+        self.server = server
+        self.spooled_while_down = 0
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if epoch == 0:
+            assert self.logger.writer.flush(30)
+            self.server.stop()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        self.logger.writer.flush(30)
+        self.spooled_while_down = self.logger.writer.spooled
+        self.server.start()  # same port, same store
+
+
+@pytest.mark.server
+def test_server_stopped_mid_run_loses_no_point(tmp_path: Path, arrays: Any, mlflow_server) -> None:
+    logger = MLflowLogger(flush_interval=0.2)
+    stopper = StopsServer(logger, mlflow_server)
+    done = run_job(
+        make_context(tmp_path / "run", mlflow_server.uri, arrays), [logger], arrays, extra=[stopper]
+    )
+    assert done.status == "FINISHED"
+    assert stopper.spooled_while_down > 0  # the store really was away during epoch 2
+    client = MlflowClient(mlflow_server.uri)
+    run = client.get_run(logger.run.run_id)
+    assert run.info.status == "FINISHED"
+    for key in ("loss", "accuracy", "lr"):
+        assert steps(client, run.info.run_id, key) == list(range(1, 2 * STEPS + 1)), key
+    assert steps(client, run.info.run_id, "val_loss") == [STEPS, 2 * STEPS]
+    assert steps(client, run.info.run_id, "test_loss") == [2 * STEPS]
+    assert "plots/training_curves.png" in artifacts(client, run.info.run_id)
+    assert not (tmp_path / "run" / "mlflow_spool.jsonl").exists()

@@ -1,0 +1,69 @@
+"""A cheap TensorBoard event writer for many scalars at once.
+
+``tf.summary.scalar`` costs ~0.4 ms a call in eager mode on this class of machine; writing 200
+steps x 3 scalars at every epoch end that way costs more than the rest of the stack. Building
+the protos in Python and handing them to TensorBoard's own ``EventFileWriter`` (which does the
+CRC and the file I/O on its own thread) costs ~30 us an event, one event per step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from tensorboard.compat.proto import tensor_pb2, types_pb2
+from tensorboard.compat.proto.event_pb2 import Event
+from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.plugins.scalar import metadata as scalar_metadata
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+_SCALAR = scalar_metadata.create_summary_metadata(display_name="", description="")
+
+
+def is_number(value: Any) -> bool:
+    import numpy as np
+
+    return isinstance(value, int | float | np.number) and not isinstance(value, bool)
+
+
+class ScalarWriter:
+    """Writes ``{tag: value}`` dicts as one event per step, into ``logdir``."""
+
+    def __init__(self, logdir: Path, suffix: str = ".trainkit") -> None:
+        Path(logdir).mkdir(parents=True, exist_ok=True)
+        self._writer = EventFileWriter(str(logdir), flush_secs=30, filename_suffix=suffix)
+
+    def write(self, rows: Iterable[tuple[int, Mapping[str, float]]], prefix: str = "") -> int:
+        count = 0
+        now = time.time()
+        add = self._writer.add_event
+        for step, values in rows:
+            summary = Summary(
+                value=[
+                    Summary.Value(
+                        tag=f"{prefix}{tag}",
+                        tensor=tensor_pb2.TensorProto(dtype=types_pb2.DT_FLOAT, float_val=[value]),
+                        metadata=_SCALAR,
+                    )
+                    for tag, value in values.items()
+                    if is_number(value)
+                ]
+            )
+            if summary.value:
+                add(Event(wall_time=now, step=int(step), summary=summary))
+                count += 1
+        return count
+
+    def write_summary(self, summary: Any, step: int = 0) -> None:
+        """A ready-made Summary proto; TensorFlow's class is re-read as TensorBoard's own."""
+        if not isinstance(summary, Summary):
+            summary = Summary.FromString(summary.SerializeToString())
+        self._writer.add_event(Event(wall_time=time.time(), step=step, summary=summary))
+
+    def flush(self) -> None:
+        self._writer.flush()
+
+    def close(self) -> None:
+        self._writer.close()

@@ -1,0 +1,56 @@
+"""Write what a job left in its spool to MLflow: ``python -m trainkit.tracking.replay RUN_DIR``.
+
+A job whose tracking store did not answer before it ended keeps its points, params, tags and
+artifact list in ``<RUN_DIR>/mlflow_spool.jsonl``. This creates the run if the job never could
+(or resumes the one in ``<RUN_DIR>/mlflow_run_id``), writes everything in order and ends the
+run with the status the job ended with. ``--uri`` points at another store than the job's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from trainkit.tracking.flatten import redact_uri
+from trainkit.tracking.spool import SPOOL_NAME, Spool
+from trainkit.tracking.store import RunSpec, TrackedRun, probe
+from trainkit.tracking.writer import BackgroundWriter
+
+log = logging.getLogger("trainkit.tracking")
+
+
+def replay(run_dir: Path, uri: str | None = None) -> tuple[str, int]:
+    """Returns (run id, points written). Raises if the store does not answer."""
+    spool = Spool(Path(run_dir) / SPOOL_NAME)
+    records = spool.read()
+    spec_data = Spool.spec_of(records)
+    if spec_data is None:
+        raise SystemExit(f"{spool.path}: no spool to replay")
+    spec = RunSpec.from_dict(spec_data)
+    spec.run_dir = str(Path(run_dir).resolve())
+    if uri:
+        spec.uri = uri
+    if not probe(spec.uri):
+        raise SystemExit(f"MLflow store {redact_uri(spec.uri)} does not answer")
+    run = TrackedRun(spec)
+    run.open()
+    writer = BackgroundWriter(run, spool)
+    count, status = writer.replay()
+    if status:
+        run.end(status)
+    return str(run.run_id), count
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--uri", default=None, help="tracking URI (default: the job's)")
+    args = parser.parse_args(argv)
+    run_id, count = replay(args.run_dir, args.uri)
+    print(f"run {run_id}: wrote {count} spooled points")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

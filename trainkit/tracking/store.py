@@ -1,0 +1,426 @@
+"""One MLflow run of a job: create or resume it, its sweep's parent run, reachability, end.
+
+Everything talks to the store through an explicit ``MlflowClient(uri)``: no active run and no
+global tracking URI, so two jobs in one process (a Hydra multirun) cannot mix their runs. The
+one exception is logging the model, which MLflow only does through the global URI (see
+:func:`log_keras_model`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+
+from trainkit.tracking.flatten import MAX_TAG_VALUE, metric_key, redact_uri
+
+log = logging.getLogger("trainkit.tracking")
+
+RUN_ID_FILE = "mlflow_run_id"
+PARENT_RUN_ID_FILE = "mlflow_parent_run_id"
+SWEEP_TAG = "trainkit.sweep_dir"
+ROLE_TAG = "trainkit.role"
+
+# Errors that retrying cannot fix (a bad key, a param changed on resume): drop, do not spool.
+_CLIENT_ERRORS = {
+    "INVALID_PARAMETER_VALUE",
+    "RESOURCE_ALREADY_EXISTS",
+    "INVALID_STATE",
+    "BAD_REQUEST",
+    "RESOURCE_DOES_NOT_EXIST",
+}
+
+
+def is_client_error(exc: BaseException) -> bool:
+    return isinstance(exc, MlflowException) and exc.error_code in _CLIENT_ERRORS
+
+
+@dataclass
+class RunSpec:
+    """What the job asked for; JSON-able so the spool can carry it to ``replay``."""
+
+    uri: str
+    experiment: str = "trainkit"
+    run_name: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    run_dir: str | None = None
+    sweep_dir: str | None = None
+    system_metrics: bool = False
+    artifact_location: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "uri": self.uri,
+            "experiment": self.experiment,
+            "run_name": self.run_name,
+            "tags": self.tags,
+            "run_dir": self.run_dir,
+            "sweep_dir": self.sweep_dir,
+            "artifact_location": self.artifact_location,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSpec:
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def probe(uri: str, timeout: float = 2.0) -> bool:
+    """Does the store answer? For HTTP stores a quick ``/health`` GET, because MLflow's own
+    client retries a refused connection with exponential backoff for minutes."""
+    if not uri.startswith(("http://", "https://")):
+        return True
+    import requests
+
+    try:
+        requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+    except requests.RequestException:
+        return False
+    return True  # any answer, 401 included: the server is there
+
+
+def unreachable_message(uri: str) -> str:
+    return (
+        f"MLflow tracking store {redact_uri(uri)} does not answer: training goes on and the "
+        "points are kept in the run's mlflow_spool.jsonl until it does; start the server "
+        "(mlflow server ...) or fix tracking.uri"
+    )
+
+
+def _read_id(path: Path) -> str | None:
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError:
+        return None
+    return text or None
+
+
+class TrackedRun:
+    """The run of one job in one store. ``open()`` creates or resumes it."""
+
+    def __init__(self, spec: RunSpec) -> None:
+        self.spec = spec
+        self.client = MlflowClient(spec.uri)
+        self.run_id: str | None = None
+        self.experiment_id: str | None = None
+        self.parent_run_id: str | None = None
+        self.resumed = False
+        self.last_step = 0
+        self.logged_params: dict[str, str] = {}
+        self._monitor: Any = None
+        self._keys: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def is_open(self) -> bool:
+        return self.run_id is not None
+
+    @property
+    def run_id_file(self) -> Path | None:
+        return Path(self.spec.run_dir) / RUN_ID_FILE if self.spec.run_dir else None
+
+    def reachable(self) -> bool:
+        return probe(self.spec.uri)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def open(self) -> str:
+        """Create the run, or resume the one named in ``<run_dir>/mlflow_run_id``."""
+        with self._lock:
+            if self.run_id is not None:
+                return self.run_id
+            self.experiment_id = self._experiment_id()
+            previous = _read_id(self.run_id_file) if self.run_id_file else None
+            resumed = bool(previous) and self._resume(previous)
+            run_id = previous if resumed else self._create()
+            self.run_id = run_id
+            if self.spec.system_metrics:
+                self._start_system_metrics()
+            return run_id
+
+    def _experiment_id(self) -> str:
+        experiment = self.client.get_experiment_by_name(self.spec.experiment)
+        if experiment is not None:
+            if experiment.lifecycle_stage == "deleted":
+                self.client.restore_experiment(experiment.experiment_id)
+            return experiment.experiment_id
+        try:
+            return self.client.create_experiment(
+                self.spec.experiment, artifact_location=self._artifact_location()
+            )
+        except MlflowException as exc:  # another job of the sweep created it first
+            experiment = self.client.get_experiment_by_name(self.spec.experiment)
+            if experiment is None:
+                raise exc from None
+            return experiment.experiment_id
+
+    def _artifact_location(self) -> str | None:
+        """Artifacts of a SQLite store go next to its file, not into whatever the cwd is
+        (MLflow's default, ``./mlruns``); a server decides for itself."""
+        if self.spec.artifact_location:
+            return self.spec.artifact_location
+        if self.spec.uri.startswith("sqlite:///"):
+            database = Path(self.spec.uri.removeprefix("sqlite:///")).expanduser()
+            if not database.is_absolute():
+                database = Path.cwd() / database
+            experiment = self.spec.experiment.replace("/", "_")
+            return (database.resolve().parent / "mlruns" / experiment).as_uri()
+        return None
+
+    def _resume(self, run_id: str) -> bool:
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException as exc:
+            if is_client_error(exc):
+                return False
+            raise
+        if run.info.lifecycle_stage != "active":
+            return False
+        self.resumed = True
+        self.experiment_id = run.info.experiment_id
+        self.parent_run_id = run.data.tags.get(MLFLOW_PARENT_RUN_ID)
+        self.logged_params = dict(run.data.params)
+        self.last_step = max(
+            (m.step for m in run.data._metric_objs if not m.key.startswith("system/")),
+            default=0,
+        )
+        self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+        if self.parent_run_id:
+            self._parent_running()
+        return True
+
+    def _create(self) -> str:
+        from mlflow.tracking.context.registry import resolve_tags
+
+        tags = dict(self.spec.tags)
+        if self.spec.sweep_dir:
+            self.parent_run_id = self._sweep_parent()
+            tags[MLFLOW_PARENT_RUN_ID] = self.parent_run_id
+            tags[SWEEP_TAG] = self.spec.sweep_dir
+            self._parent_running()
+        # The same context tags mlflow.start_run adds (user, source, git commit).
+        tags = {k: str(v)[:MAX_TAG_VALUE] for k, v in resolve_tags(tags).items()}
+        if self.spec.run_name:
+            tags[MLFLOW_RUN_NAME] = self.spec.run_name
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=self.spec.run_name)
+        if self.run_id_file is not None:
+            self.run_id_file.parent.mkdir(parents=True, exist_ok=True)
+            self.run_id_file.write_text(run.info.run_id + "\n", encoding="utf-8")
+        return run.info.run_id
+
+    def _sweep_parent(self) -> str:
+        """The parent run of the sweep, created by the first job to get here.
+
+        The jobs of a sweep may run in parallel processes: the marker file in the sweep dir,
+        created with O_EXCL, elects the one that creates the parent; the others wait for the id.
+        """
+        sweep_dir = Path(self.spec.sweep_dir or ".")
+        marker = sweep_dir / PARENT_RUN_ID_FILE
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                run_id = self._wait_for_id(marker)
+                if run_id and self._exists(run_id):
+                    return run_id
+                marker.unlink(missing_ok=True)  # stale: its creator died or the run is gone
+                continue
+            try:
+                run_id = self._find_parent() or self._create_parent(sweep_dir)
+            except BaseException:
+                os.close(fd)
+                marker.unlink(missing_ok=True)
+                raise
+            os.write(fd, (run_id + "\n").encode())
+            os.close(fd)
+            return run_id
+        return self._find_parent() or self._create_parent(sweep_dir)
+
+    @staticmethod
+    def _wait_for_id(marker: Path, timeout: float = 30.0) -> str | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            run_id = _read_id(marker)
+            if run_id:
+                return run_id
+            time.sleep(0.1)
+        return None
+
+    def _exists(self, run_id: str) -> bool:
+        try:
+            return self.client.get_run(run_id).info.lifecycle_stage == "active"
+        except MlflowException:
+            return False
+
+    def _find_parent(self) -> str | None:
+        found = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{SWEEP_TAG}` = '{self.spec.sweep_dir}' "
+            f"and tags.`{ROLE_TAG}` = 'sweep'",
+            max_results=1,
+        )
+        return found[0].info.run_id if found else None
+
+    def _create_parent(self, sweep_dir: Path) -> str:
+        from mlflow.tracking.context.registry import resolve_tags
+
+        tags = resolve_tags({SWEEP_TAG: self.spec.sweep_dir, ROLE_TAG: "sweep"})
+        name = f"sweep {sweep_dir.parent.name}/{sweep_dir.name}"
+        tags[MLFLOW_RUN_NAME] = name
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=name)
+        return run.info.run_id
+
+    def _parent_running(self) -> None:
+        if self.parent_run_id:
+            self.client.update_run(self.parent_run_id, status="RUNNING")
+
+    def _start_system_metrics(self) -> None:
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self._monitor = SystemMetricsMonitor(
+                self.run_id, resume_logging=self.resumed, tracking_uri=self.spec.uri
+            )
+            self._monitor.start()
+        except Exception as exc:  # psutil missing, for one
+            log.warning("MLflow system metrics are off: %s (pip install psutil)", exc)
+            self._monitor = None
+
+    def end(self, status: str) -> None:
+        if self._monitor is not None:
+            self._monitor.finish()
+            self._monitor = None
+        if self.run_id is None:
+            return
+        self.client.set_terminated(self.run_id, status)
+        if self.parent_run_id:
+            # The sweep's run shows how the last job ended; a failed job keeps it FAILED.
+            parent = self.client.get_run(self.parent_run_id)
+            failed = parent.data.tags.get("trainkit.failed_jobs")
+            if status == "FAILED":
+                count = int(failed or 0) + 1
+                self.client.set_tag(self.parent_run_id, "trainkit.failed_jobs", str(count))
+            self.client.set_terminated(self.parent_run_id, "FAILED" if failed else status)
+
+    # -- writes --------------------------------------------------------------------------
+
+    def log_points(self, points: list[tuple[str, float, int, int]]) -> None:
+        keys = self._keys
+        metrics = []
+        for k, v, s, t in points:
+            key = keys.get(k)
+            if key is None:
+                key = keys[k] = metric_key(k)
+            metrics.append(Metric(key, v, t, s))
+        self.client.log_batch(self.run_id, metrics=metrics, synchronous=True)
+
+    def log_params(self, params: dict[str, str]) -> None:
+        # On resume, a param already logged with another value would fail the whole batch.
+        fresh = {k: v for k, v in params.items() if k not in self.logged_params}
+        if fresh:
+            self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in fresh.items()])
+            self.logged_params.update(fresh)
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        items = [RunTag(k, str(v)[:MAX_TAG_VALUE]) for k, v in tags.items()]
+        self.client.log_batch(self.run_id, tags=items)
+
+    def log_artifact(self, local_path: str, artifact_dir: str | None) -> None:
+        path = Path(local_path)
+        if path.is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_dir)
+        elif path.exists():
+            self.client.log_artifact(self.run_id, str(path), artifact_dir)
+
+
+_GLOBAL_URI_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def global_tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's model logging resolves the store from the global URI: point it at ours briefly."""
+    import mlflow
+
+    with _GLOBAL_URI_LOCK:
+        previous_env = os.environ.get("MLFLOW_TRACKING_URI")
+        previous = mlflow.get_tracking_uri()
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(previous)
+            if previous_env is None:
+                os.environ.pop("MLFLOW_TRACKING_URI", None)
+            else:
+                os.environ["MLFLOW_TRACKING_URI"] = previous_env
+
+
+class _KerasFlavor:
+    """``mlflow.keras`` with one fix: MLflow 3.17's ``mlflow.keras.save_model`` writes the input
+    example before it creates the model directory, so ``log_model(input_example=...)`` fails
+    with FileNotFoundError on Keras 3. Creating the directory first is all it needs."""
+
+    __name__ = "mlflow.keras"
+
+    @staticmethod
+    def save_model(path: str, **kwargs: Any) -> Any:
+        import mlflow.keras
+
+        os.makedirs(path, exist_ok=True)
+        return mlflow.keras.save_model(path=path, **kwargs)
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    requirements = []
+    for name in ("mlflow", "keras", "tensorflow-cpu", "tensorflow", "numpy"):
+        try:
+            requirements.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            continue
+    if any(r.startswith("tensorflow-cpu==") for r in requirements):
+        requirements = [r for r in requirements if not r.startswith("tensorflow==")]
+    return requirements
+
+
+def log_keras_model(run: TrackedRun, model: Any, example: Any, step: int) -> str:
+    """Log ``model`` with a signature and an input example; returns its ``models:/`` URI.
+
+    The logged model is created first with the run's experiment: left to itself, MLflow would
+    file it under the experiment of the (absent) active run, i.e. the Default one.
+    """
+    from mlflow.models import Model, infer_signature
+
+    output = model.predict(example, verbose=0)
+    signature = infer_signature(example, output)
+    logged = run.client.create_logged_model(
+        experiment_id=run.experiment_id, name="model", source_run_id=run.run_id
+    )
+    with global_tracking_uri(run.spec.uri):
+        Model.log(
+            artifact_path=None,
+            name="model",
+            flavor=_KerasFlavor,
+            flavor_name="keras",
+            model=model,
+            run_id=run.run_id,
+            model_id=logged.model_id,
+            signature=signature,
+            input_example=example,
+            # Given, not inferred: inference re-loads the model in a subprocess (~8 s).
+            pip_requirements=_pip_requirements(),
+            step=step,
+        )
+    return f"models:/{logged.model_id}"
