@@ -454,7 +454,9 @@ class MLflowLogger(TrainkitCallback):
         ms = int(time.time() * 1000)
         for key, value in (logs or {}).items():
             if isinstance(value, bool | int | float | np.number):
-                self.writer.points.append((f"test_{key}", float(value), step, ms))
+                # Timing's test_time is already prefixed: don't make it test_test_time.
+                name = key if key.startswith("test_") else f"test_{key}"
+                self.writer.points.append((name, float(value), step, ms))
         self._log_confusion()
 
     def _log_confusion(self) -> None:

@@ -112,12 +112,63 @@ def test_user_callbacks_from_outside_get_every_hook(full_run):
     ]
 
 
+def test_mlflow_holds_one_finished_run(full_run):
+    from mlflow import MlflowClient
+
+    _, cwd, run_dir = full_run
+    client = MlflowClient(tracking_uri=f"sqlite:///{cwd}/mlflow.db")
+    experiment = client.get_experiment_by_name("trainkit")
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["model.name"] == "alexnet" and params["data.limit"] == "64"
+    assert params["trainer.epochs"] == "2"
+    assert run.data.tags["trainkit.model"] == "alexnet"
+    assert run.data.tags["trainkit.callbacks"] == "full"
+
+    def steps(key):
+        return [m.step for m in client.get_metric_history(run.info.run_id, key)]
+
+    # 4 training steps an epoch: per-step training metrics, per-epoch validation, test at the end.
+    assert steps("loss") == list(range(1, 9))
+    assert steps("lr") == list(range(1, 9))
+    assert steps("val_accuracy") == [4, 8]
+    assert steps("test_accuracy") == [8]
+    history = client.get_metric_history(run.info.run_id, "test_accuracy")
+    stdout_test = next(ln for ln in full_run[0].stdout.splitlines() if ln.startswith("test: "))
+    assert f"accuracy={history[0].value:.4f}" in stdout_test
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "model_summary.txt", "checkpoints", "plots"} <= artifacts
+    assert "test_time" in run.data.metrics and "test_test_time" not in run.data.metrics
+
+
+def test_tensorboard_has_train_and_validation_scalars(full_run):
+    import tensorflow as tf
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    _, _, run_dir = full_run
+
+    def epochs(split, tag):
+        acc = EventAccumulator(str(run_dir / "tensorboard" / split), size_guidance={"tensors": 0})
+        acc.Reload()
+        return [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
+
+    for split in ("train", "validation"):
+        loss = epochs(split, "epoch_loss")
+        assert [step for step, _ in loss] == [0, 1]
+        assert all(value > 0 for _, value in loss)
+    assert [step for step, _ in epochs("train", "batch_loss")] == list(range(1, 9))
+
+
 def test_last_lines_say_where_to_look(full_run):
     result, cwd, run_dir = full_run
     lines = result.stdout.strip().splitlines()
     assert any(line.startswith("test: accuracy=") for line in lines)
     assert f"run directory: {run_dir}" in lines
     assert f"browse runs:   mlflow ui --backend-store-uri sqlite:///{cwd}/mlflow.db" in lines
+    assert f"browse curves: tensorboard --logdir {run_dir / 'tensorboard'}" in lines
 
 
 def test_unknown_model_lists_the_options(tmp_path):
