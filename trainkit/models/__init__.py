@@ -3,7 +3,15 @@
 Importing this package registers every family; ``python -m trainkit.models`` lists them.
 """
 
-from trainkit.models import alexnet  # noqa: F401  (registers)
+# Importing a family module registers its models.
+from trainkit.models import (  # noqa: F401
+    alexnet,
+    applications,
+    clip_resnet,
+    inception_v1,
+    inception_v3,
+    inception_v4,
+)
 from trainkit.models.registry import (
     ModelSpec,
     available_models,
@@ -11,6 +19,7 @@ from trainkit.models.registry import (
     build_model,
     get_spec,
     head_layers,
+    is_head_layer,
     resolve_input_shape,
 )
 
@@ -21,5 +30,6 @@ __all__ = [
     "build_model",
     "get_spec",
     "head_layers",
+    "is_head_layer",
     "resolve_input_shape",
 ]

@@ -9,13 +9,14 @@ thing.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import keras
 
-from trainkit.errors import ConfigError, InputTooSmallError
+from trainkit.errors import ConfigError, InputTooSmallError, WeightsNotAvailableError
 
 Builder = Callable[..., keras.Model]
 
@@ -115,7 +116,27 @@ def build_model(
     if num_classes < 1:
         raise ConfigError(f"num_classes must be at least 1, got {num_classes}")
     shape = resolve_input_shape(name, input_shape)
+    if weights == "imagenet" and not spec.imagenet_weights:
+        # Before building: the big models take seconds to build for nothing.
+        with_weights = ", ".join(n for n in available_models() if _REGISTRY[n].imagenet_weights)
+        raise WeightsNotAvailableError(
+            f"model '{name}' has no ImageNet weights (these have: {with_weights}): use "
+            "model.weights=null or the path of a .keras / .weights.h5 file"
+        )
+    unknown = _unknown_options(spec.builder, options)
+    if unknown:
+        raise ConfigError(
+            f"model '{name}' has no option {', '.join(sorted(unknown))}: its options are "
+            f"{', '.join(spec.options) or 'none'}"
+        )
     return spec.builder(num_classes=num_classes, input_shape=shape, weights=weights, **options)
+
+
+def _unknown_options(builder: Builder, options: dict[str, Any]) -> set[str]:
+    parameters = inspect.signature(builder).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return set()  # the builder checks its options itself
+    return set(options) - (set(parameters) - {"num_classes", "input_shape", "weights"})
 
 
 HEAD_PREFIX = "head"

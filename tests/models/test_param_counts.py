@@ -1,0 +1,76 @@
+"""Trainable parameters at 1000 classes and the native input, against the reference table."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.models.conftest import trainable_count
+from trainkit.models import available_models, build_model, get_spec
+
+# Reference trainable parameter counts (the zoo's specification). keras.applications models must
+# match exactly; the hand-written ones within 0.1%. CLIP: encoder + (embedding + 1) x 1000 head.
+REFERENCE = {
+    "alexnet": 62_378_344,
+    "inception_v1": 13_378_280,  # with the auxiliary heads (the default)
+    "inception_v3": 23_817_352,
+    "inception_v4": 42_679_816,
+    "inception_resnet_v2": 55_813_192,
+    "vgg16": 138_357_544,
+    "vgg19": 143_667_240,
+    "resnet50": 25_583_592,
+    "resnet50_v2": 25_568_360,
+    "mobilenet_v2": 3_504_872,
+    "clip_resnet50": 38_316_896 + 1_025_000,
+    "clip_resnet101": 56_259_936 + 513_000,
+    "clip_resnet50x4": 87_137_080 + 641_000,
+    "clip_resnet50x16": 167_328_912 + 769_000,
+}
+NATIVE = {
+    "alexnet": 227,
+    "inception_v1": 224,
+    "inception_v3": 299,
+    "inception_v4": 299,
+    "inception_resnet_v2": 299,
+    "vgg16": 224,
+    "vgg19": 224,
+    "resnet50": 224,
+    "resnet50_v2": 224,
+    "mobilenet_v2": 224,
+    "clip_resnet50": 224,
+    "clip_resnet101": 224,
+    "clip_resnet50x4": 288,
+    "clip_resnet50x16": 384,
+}
+
+
+def test_the_zoo_has_the_fourteen_models():
+    assert sorted(REFERENCE) == available_models()
+
+
+@pytest.mark.parametrize("name", sorted(REFERENCE))
+def test_trainable_parameters(name):
+    spec = get_spec(name)
+    assert spec.native_size == NATIVE[name]
+    model = build_model(name, 1000)
+    assert model.input_shape == (None, NATIVE[name], NATIVE[name], 3)
+    count = trainable_count(model)
+    if spec.family == "applications":
+        assert count == REFERENCE[name]
+    else:
+        assert abs(count - REFERENCE[name]) <= 0.001 * REFERENCE[name], count
+
+
+def test_inception_v1_without_aux_heads():
+    assert trainable_count(build_model("inception_v1", 1000, aux_heads=False)) == 6_998_552
+
+
+@pytest.mark.parametrize(
+    ("name", "encoder", "dim"),
+    [("clip_resnet50", 38_316_896, 1024), ("clip_resnet101", 56_259_936, 512)],
+)
+def test_clip_encoder_alone(name, encoder, dim):
+    """The encoder's share is the reference figure; the head is a (dim + 1) x classes Dense."""
+    model = build_model(name, 7)
+    head = model.get_layer("predictions")
+    assert head.kernel.shape == (dim, 7)
+    assert trainable_count(model) - dim * 7 - 7 == encoder
