@@ -37,7 +37,7 @@ import numpy as np
 from callbacks.base import TrainkitCallback
 from trainkit.tracking import plots
 from trainkit.tracking.evaluation import confusion_on_test_split
-from trainkit.tracking.events import ScalarWriter, is_number
+from trainkit.tracking.events import ScalarWriter, is_number, write_histogram
 from trainkit.tracking.flatten import flatten
 
 log = logging.getLogger("trainkit.tracking")
@@ -187,6 +187,17 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
         if every > 1 and step // every <= (step - self._spx) // every:
             return
         self._batch_rows.append((step, logs))
+
+    def _log_weights(self, epoch: int) -> None:
+        # Keras writes histograms with tf.summary.histogram, whose TF-side bucketing takes
+        # 2.5 s (15 s on first trace) for AlexNet's 37 M-weight fc1 on this CPU; numpy's
+        # histogram of the same array takes 0.2 s. Same tags and format as Keras's.
+        with self._train_writer.as_default():
+            for layer in self.model.layers:
+                for weight in layer.weights:
+                    tag = f"{weight.path.replace(':', '_')}/histogram"
+                    write_histogram(tag, keras.ops.convert_to_numpy(weight), step=epoch)
+            self._train_writer.flush()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         rows, self._batch_rows = self._batch_rows, []

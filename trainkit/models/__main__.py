@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import sys
 
 
 def count(weights) -> int:
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     from trainkit.errors import TrainkitError
     from trainkit.models import available_models, build_model, get_spec
 
-    console = Console()
+    console = Console(width=140) if not sys.stdout.isatty() else Console()
     try:
         specs = [get_spec(name) for name in (args.names or available_models())]
     except TrainkitError as exc:

@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tensorboard.compat.proto import tensor_pb2, types_pb2
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
@@ -67,3 +68,29 @@ class ScalarWriter:
 
     def close(self) -> None:
         self._writer.close()
+
+
+def histogram_buckets(values: np.ndarray, bins: int = 30) -> np.ndarray:
+    """``(bins, 3)`` rows of (left edge, right edge, count), the histogram plugin's format."""
+    flat = np.asarray(values, dtype=np.float32).ravel()
+    finite = flat[np.isfinite(flat)]
+    if finite.size == 0:
+        return np.zeros((0, 3), dtype=np.float64)
+    low, high = float(finite.min()), float(finite.max())
+    if low == high:  # a constant tensor (a fresh bias): one bucket around the value
+        return np.array([[low - 0.5, high + 0.5, float(finite.size)]], dtype=np.float64)
+    counts, edges = np.histogram(finite, bins=bins, range=(low, high))
+    return np.stack([edges[:-1], edges[1:], counts.astype(np.float64)], axis=1)
+
+
+def write_histogram(tag: str, values: np.ndarray, step: int, bins: int = 30) -> None:
+    """Write a histogram summary to the default writer, bucketed with numpy."""
+    import tensorflow as tf
+    from tensorboard.plugins.histogram import metadata
+
+    tf.summary.write(
+        tag,
+        tf.constant(histogram_buckets(values, bins)),
+        step=step,
+        metadata=metadata.create_summary_metadata(display_name=None, description=None),
+    )
