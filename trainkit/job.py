@@ -91,6 +91,7 @@ def compile_model(model, cfg: DictConfig, num_classes: int) -> None:
         metrics=metrics,
         steps_per_execution=int(cfg.trainer.steps_per_execution),
         jit_compile=cfg.trainer.get("jit_compile", "auto"),
+        run_eagerly=bool(cfg.trainer.get("run_eagerly", False)),
     )
 
 
