@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import keras
 import pytest
 
 from tests.conftest import TINY, compose_config
@@ -67,3 +68,33 @@ def test_bad_callback_target_is_one_line(tmp_path, capsys):
 
 def test_unknown_task(tmp_path, capsys):
     assert "unknown task 'fly'" in user_error(tmp_path, ["task=fly"], capsys)
+
+
+class InterruptAtSecondEpoch(keras.callbacks.Callback):
+    """A user's Ctrl-C during the second epoch."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+
+def test_ctrl_c_ends_the_run_killed_and_keeps_checkpoints(tmp_path, capsys):
+    from mlflow import MlflowClient
+
+    with pytest.raises(SystemExit) as exit_info:
+        run(
+            tmp_path,
+            [
+                "callbacks=default",
+                "~callbacks.tensorboard",
+                "trainer.epochs=3",
+                "+callbacks.interrupt._target_=tests.test_job.InterruptAtSecondEpoch",
+            ],
+        )
+    assert exit_info.value.code == 130
+    assert "interrupted: the MLflow run ended KILLED" in capsys.readouterr().err
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    (mlflow_run,) = client.search_runs([client.get_experiment_by_name("trainkit").experiment_id])
+    assert mlflow_run.info.status == "KILLED"
+    assert [m.step for m in client.get_metric_history(mlflow_run.info.run_id, "val_loss")] == [3]
+    assert (tmp_path / "run" / "checkpoints" / "last.keras").is_file()

@@ -41,6 +41,15 @@ def main(cfg: DictConfig) -> float | None:
         print(f"error: {err}", file=sys.stderr, flush=True)
         log.debug("user error", exc_info=True)
         raise SystemExit(err.exit_code) from None
+    except KeyboardInterrupt:
+        # The callbacks already closed with KILLED (train's finally): say so, no traceback.
+        print(
+            "interrupted: the MLflow run ended KILLED; checkpoints and logs are kept in the "
+            "run directory",
+            file=sys.stderr,
+            flush=True,
+        )
+        raise SystemExit(130) from None
 
 
 def output_dir(cfg: DictConfig) -> Path:
