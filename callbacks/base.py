@@ -25,6 +25,26 @@ from trainkit.context import RunContext
 
 DEFAULT_RUN_DIR = Path("trainkit_run")
 
+# The 16 methods Keras calls on a callback, in the order of keras.callbacks.Callback.
+KERAS_HOOKS = (
+    "set_model",
+    "set_params",
+    "on_train_begin",
+    "on_train_end",
+    "on_epoch_begin",
+    "on_epoch_end",
+    "on_train_batch_begin",
+    "on_train_batch_end",
+    "on_test_begin",
+    "on_test_end",
+    "on_test_batch_begin",
+    "on_test_batch_end",
+    "on_predict_begin",
+    "on_predict_end",
+    "on_predict_batch_begin",
+    "on_predict_batch_end",
+)
+
 JOB_STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 

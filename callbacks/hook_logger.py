@@ -41,28 +41,11 @@ from typing import IO, Any
 
 import numpy as np
 
-from callbacks.base import TrainkitCallback
+from callbacks.base import KERAS_HOOKS, TrainkitCallback
 
 logger = logging.getLogger("trainkit.hooks")
 
-ALL_HOOKS = (
-    "set_model",
-    "set_params",
-    "on_train_begin",
-    "on_train_end",
-    "on_epoch_begin",
-    "on_epoch_end",
-    "on_train_batch_begin",
-    "on_train_batch_end",
-    "on_test_begin",
-    "on_test_end",
-    "on_test_batch_begin",
-    "on_test_batch_end",
-    "on_predict_begin",
-    "on_predict_end",
-    "on_predict_batch_begin",
-    "on_predict_batch_end",
-)
+ALL_HOOKS = KERAS_HOOKS
 
 
 def _jsonable(value: Any) -> Any:

@@ -12,26 +12,9 @@ import keras
 from rich.console import Console
 from rich.table import Table
 
-from callbacks.base import TrainkitCallback
+from callbacks.base import KERAS_HOOKS, TrainkitCallback
 
-HOOKS = (
-    "set_model",
-    "set_params",
-    "on_train_begin",
-    "on_train_end",
-    "on_epoch_begin",
-    "on_epoch_end",
-    "on_train_batch_begin",
-    "on_train_batch_end",
-    "on_test_begin",
-    "on_test_end",
-    "on_test_batch_begin",
-    "on_test_batch_end",
-    "on_predict_begin",
-    "on_predict_end",
-    "on_predict_batch_begin",
-    "on_predict_batch_end",
-)
+HOOKS = KERAS_HOOKS
 
 PHASES = ("train", "test", "predict")
 

@@ -10,25 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from callbacks.base import KERAS_HOOKS
+
 ROOT = Path(__file__).resolve().parents[1]
-ALL_HOOKS = {
-    "set_model",
-    "set_params",
-    "on_train_begin",
-    "on_train_end",
-    "on_epoch_begin",
-    "on_epoch_end",
-    "on_train_batch_begin",
-    "on_train_batch_end",
-    "on_test_begin",
-    "on_test_end",
-    "on_test_batch_begin",
-    "on_test_batch_end",
-    "on_predict_begin",
-    "on_predict_end",
-    "on_predict_batch_begin",
-    "on_predict_batch_end",
-}
+ALL_HOOKS = set(KERAS_HOOKS)
 
 
 def run_cli(
