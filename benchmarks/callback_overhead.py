@@ -284,6 +284,7 @@ def table(rows: list[list[str]]) -> None:
             print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
         return
     t = Table(*headers, title="callback overhead: 2nd epoch per step, median over rounds")
+    # with --paired, "x none" is the median of the ratios to the `none` run beside each one
     for row in rows:
         t.add_row(*row)
     Console(width=140).print(t)
@@ -294,6 +295,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=200, help="steps per epoch")
     parser.add_argument("--only", default="", help="comma-separated configuration names")
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="measure `none` right beside each configuration (alternating which goes first) "
+        "and report the median of the pairs' ratios: cancels a shared machine's slow drift",
+    )
     args = parser.parse_args(argv)
     for name in ("mlflow", "alembic", "tensorflow", "absl", "trainkit", "hydra"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -304,32 +311,49 @@ def main(argv: list[str] | None = None) -> int:
     configs = configurations(only)
     wall: dict[str, list[float]] = {name: [] for name in configs}
     cpu: dict[str, list[float]] = {name: [] for name in configs}
+    pairs: dict[str, list[float]] = {name: [] for name in configs}
+    cpu_pairs: dict[str, list[float]] = {name: [] for name in configs}
     with tempfile.TemporaryDirectory(prefix="trainkit-bench-") as tmp:
         # The process's first fit pays one-off costs (op kernels, thread pools): not a row's.
         measure(configs["none"], Path(tmp) / "warmup", min(args.steps, 50))
         for round_ in range(args.rounds):
-            for i, (name, factory) in enumerate(configs.items()):
-                run_dir = Path(tmp) / f"r{round_}-{i}"
-                seconds, cpu_seconds = measure(factory, run_dir, args.steps)
-                wall[name].append(seconds)
-                cpu[name].append(cpu_seconds)
+            for i, name in enumerate(configs):
+                if args.paired and name == "none":
+                    continue
+                order = [name]
+                if args.paired:
+                    order = ["none", name] if (round_ + i) % 2 == 0 else [name, "none"]
+                measured: dict[str, tuple[float, float]] = {}
+                for j, which in enumerate(order):
+                    run_dir = Path(tmp) / f"r{round_}-{i}-{j}"
+                    measured[which] = measure(configs[which], run_dir, args.steps)
+                    wall[which].append(measured[which][0])
+                    cpu[which].append(measured[which][1])
+                seconds, cpu_seconds = measured[name]
+                if args.paired:
+                    pairs[name].append(seconds / measured["none"][0])
+                    cpu_pairs[name].append(cpu_seconds / measured["none"][1])
                 print(
                     f"round {round_ + 1}/{args.rounds} {name}: {seconds * 1000:.2f} ms/step, "
-                    f"CPU {cpu_seconds * 1000:.2f} ms/step",
+                    f"CPU {cpu_seconds * 1000:.2f} ms/step"
+                    + (f", x none {pairs[name][-1]:.3f}" if args.paired else ""),
                     flush=True,
                 )
     base, base_cpu = statistics.median(wall["none"]), statistics.median(cpu["none"])
     rows = []
     for name in configs:
         ms, cpu_ms = statistics.median(wall[name]), statistics.median(cpu[name])
+        ratio, cpu_ratio = ms / base, cpu_ms / base_cpu
+        if args.paired and pairs[name]:
+            ratio, cpu_ratio = statistics.median(pairs[name]), statistics.median(cpu_pairs[name])
         rounds = " ".join(f"{r * 1000:.1f}" for r in wall[name])
         rows.append(
             [
                 name,
                 f"{ms * 1000:.2f}",
-                f"{ms / base:.3f}",
+                f"{ratio:.3f}",
                 f"{cpu_ms * 1000:.2f}",
-                f"{cpu_ms / base_cpu:.3f}",
+                f"{cpu_ratio:.3f}",
                 rounds,
             ]
         )

@@ -19,3 +19,29 @@ def test_histogram_buckets_match_numpy_and_count_every_weight() -> None:
     np.testing.assert_array_equal(buckets[:-1, 1], buckets[1:, 0])  # contiguous edges
     constant = histogram_buckets(np.zeros(5))
     assert constant.tolist() == [[-0.5, 0.5, 5.0]]
+
+
+def test_profile_batch_writes_a_tensorflow_profiler_trace(tmp_path) -> None:
+    import keras
+
+    from callbacks.tensorboard import TensorBoardLogger
+    from trainkit.context import RunContext
+
+    x = np.random.default_rng(0).random((48, 8, 8, 3), dtype=np.float32)
+    y = np.arange(48) % 3
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3, activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3, activation="softmax"),
+        ]
+    )
+    model.compile("adam", "sparse_categorical_crossentropy")
+    logger = TensorBoardLogger(profile_batch="2,4", histogram_freq=0, sample_images=False)
+    logger.set_context(RunContext(run_dir=tmp_path, config={"model": {"name": "tiny"}}))
+    model.fit(x, y, batch_size=8, epochs=1, callbacks=[logger], verbose=0)
+    logger.on_job_end("FINISHED")
+    traces = list((tmp_path / "tensorboard").rglob("*.xplane.pb"))
+    assert len(traces) == 1 and traces[0].stat().st_size > 0
+    assert "plugins/profile" in traces[0].as_posix()
