@@ -44,10 +44,11 @@ class Server:
     def uri(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def launch(self) -> None:
+    def launch(self, extra_args: tuple[str, ...] = (), extra_env: dict[str, str] | None = None):
         command = [
             MLFLOW,
             "server",
+            *extra_args,
             "--backend-store-uri",
             f"sqlite:///{self.root / 'server.db'}",
             "--serve-artifacts",
@@ -61,6 +62,7 @@ class Server:
             "1",
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        env.update(extra_env or {})
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(command, stdout=out, stderr=out, env=env)
 

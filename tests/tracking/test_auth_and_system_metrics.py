@@ -3,8 +3,6 @@ MLflow's system metrics (``tracking.system_metrics=true``)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from callbacks.mlflow import MLflowLogger
-from tests.tracking.helpers import MLFLOW, Server, free_port, make_context, run_job
+from tests.tracking.helpers import Server, free_port, make_context, run_job
 
 PASSWORD = "auth-S3cret-never-logged"
 
@@ -32,28 +30,13 @@ class AuthServer(Server):
             f"admin_password = {PASSWORD}\n"
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
         )
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-        env["MLFLOW_AUTH_CONFIG_PATH"] = str(ini)
-        env["MLFLOW_FLASK_SERVER_SECRET_KEY"] = "trainkit-tests-csrf-key"
-        command = [
-            MLFLOW,
-            "server",
-            "--app-name",
-            "basic-auth",
-            "--backend-store-uri",
-            f"sqlite:///{self.root / 'server.db'}",
-            "--serve-artifacts",
-            "--artifacts-destination",
-            str(self.root / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-            "--workers",
-            "1",
-        ]
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(command, stdout=out, stderr=out, env=env)
+        super().launch(
+            extra_args=("--app-name", "basic-auth"),
+            extra_env={
+                "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+                "MLFLOW_FLASK_SERVER_SECRET_KEY": "trainkit-tests-csrf-key",
+            },
+        )
 
 
 @pytest.fixture(scope="module")
