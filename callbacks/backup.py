@@ -13,6 +13,7 @@ from typing import Any
 import keras
 
 from callbacks.base import TrainkitCallback
+from trainkit.context import JobStatus
 
 FORMAT_VERSION = 1
 
@@ -97,7 +98,7 @@ class Backup(TrainkitCallback):
 
     def _callbacks(self) -> list[keras.callbacks.Callback]:
         listed: Iterable[keras.callbacks.Callback] = (
-            self.context.extras.get("callbacks", []) if self.context is not None else []
+            self.context.callbacks if self.context is not None else []
         )
         return [cb for cb in listed if cb is not self and hasattr(cb, "state_dict")]
 
@@ -227,7 +228,7 @@ class Backup(TrainkitCallback):
             shutil.rmtree(self.directory, ignore_errors=True)
 
     def on_job_end(self, status: str) -> None:
-        if self.delete_on_success and status == "FINISHED":
+        if self.delete_on_success and status == JobStatus.FINISHED:
             shutil.rmtree(self.directory, ignore_errors=True)
 
     def save(

@@ -17,7 +17,7 @@ True batch indices
     the last index of the block without clipping it to the epoch (5 batches, k=4: 3 and 7).
     The logger reports the true last index (3 and 4) and the block's first index as
     ``first_batch``. For training the epoch length comes from ``params["steps"]``; for
-    validation, test and predict from the job's ``context.extras["steps"]`` when it is there.
+    validation, test and predict from the job's ``context.steps`` when it is there.
 
 Options
     path: the file, relative to the run directory (default ``events.jsonl``).
@@ -143,8 +143,7 @@ class HookLogger(TrainkitCallback):
             return (self.params or {}).get("steps")
         if self.context is None:
             return None
-        key = {"validation": "val", "test": "test", "predict": "predict"}[phase]
-        return self.context.extras.get("steps", {}).get(key)
+        return self.context.steps.of_phase(phase)
 
     def _wanted(self, first: int, last: int) -> bool:
         n = self.every_n_batches

@@ -104,7 +104,7 @@ class HookProfiler(TrainkitCallback):
     def set_model(self, model: keras.Model) -> None:
         super().set_model(model)
         if self.context is not None:
-            callbacks = self.context.extras.get("callbacks")
+            callbacks = self.context.callbacks
             if callbacks:
                 self.attach(callbacks)
 

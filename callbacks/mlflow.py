@@ -32,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from callbacks.base import JOB_STATUSES, TrainkitCallback
+from callbacks.base import TrainkitCallback
+from trainkit.context import JobStatus
 from trainkit.tracking import plots
 from trainkit.tracking.evaluation import confusion_on_test_split
 from trainkit.tracking.flatten import metric_key, redact_uri, to_params
@@ -333,7 +334,7 @@ class MLflowLogger(TrainkitCallback):
         except Exception as exc:
             log.warning("MLflow: end-of-training logging failed: %s: %s", type(exc).__name__, exc)
         if self.context is None:  # plain model.fit(): nobody will call on_job_end
-            self.on_job_end("FINISHED")
+            self.on_job_end(JobStatus.FINISHED)
 
     def _train_end(self) -> None:
         assert self.writer is not None
@@ -379,7 +380,7 @@ class MLflowLogger(TrainkitCallback):
             self._try_log_model()
 
     def _callbacks(self) -> list[Any]:
-        return list(self.context.extras.get("callbacks", [])) if self.context is not None else []
+        return list(self.context.callbacks) if self.context is not None else []
 
     def _stop_reason(self) -> str | None:
         for cb in self._callbacks():
@@ -525,16 +526,16 @@ class MLflowLogger(TrainkitCallback):
 
     # ------------------------------------------------------------------ job end
 
-    def on_job_end(self, status: str) -> None:
+    def on_job_end(self, status: JobStatus) -> None:
         if self._ended:
             return
         self._ended = True
-        status = status if status in JOB_STATUSES else "FAILED"
+        status = JobStatus.of(status)
         writer, run = self.writer, self.run
         if writer is None or run is None:
             return
         try:
-            if status == "FINISHED":
+            if status is JobStatus.FINISHED:
                 self._log_confusion()
             if self._model_pending:
                 self._try_log_model()

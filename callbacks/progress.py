@@ -129,8 +129,7 @@ class Progress(TrainkitCallback):
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._in_fit = True
-        steps = self.context.extras.get("steps", {}) if self.context is not None else {}
-        self._val_steps = steps.get("val") if isinstance(steps, dict) else None
+        self._val_steps = self.context.steps.val if self.context is not None else None
         self._epochs = self.params.get("epochs") or 0
         self._steps = self.params.get("steps")
         if self._use_rich():

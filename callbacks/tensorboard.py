@@ -35,6 +35,7 @@ import keras
 import numpy as np
 
 from callbacks.base import TrainkitCallback
+from trainkit.context import JobStatus
 from trainkit.tracking import plots
 from trainkit.tracking.evaluation import confusion_on_test_split
 from trainkit.tracking.events import ScalarWriter, is_number, write_histogram
@@ -240,7 +241,7 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
         for writer in self._scalar_writers.values():
             writer.flush()
         if self.context is None:  # plain model.fit(): nobody will call on_job_end
-            self.on_job_end("FINISHED")
+            self.on_job_end(JobStatus.FINISHED)
 
     # ------------------------------------------------------------------ evaluate / predict
 
@@ -289,18 +290,20 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
 
     # ------------------------------------------------------------------ job end
 
-    def on_job_end(self, status: str) -> None:
+    def on_job_end(self, status: JobStatus) -> None:
         if self._closed:
             return
         self._closed = True
+        status = JobStatus.of(status)
         try:
-            if status == "FINISHED":
+            if status is JobStatus.FINISHED:
                 self._write_confusion()
             if self._session_started:
                 from tensorboard.plugins.hparams import api_pb2
                 from tensorboard.plugins.hparams import summary as hparams_summary
 
-                code = api_pb2.STATUS_SUCCESS if status == "FINISHED" else api_pb2.STATUS_FAILURE
+                finished = status is JobStatus.FINISHED
+                code = api_pb2.STATUS_SUCCESS if finished else api_pb2.STATUS_FAILURE
                 self._scalars(".").write_summary(hparams_summary.session_end_pb(code))
         except Exception as exc:  # on_job_end must not raise
             log.warning("TensorBoard: end-of-job summaries failed: %s: %s", type(exc).__name__, exc)

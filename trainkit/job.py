@@ -104,15 +104,20 @@ def compile_model(model, cfg: DictConfig, num_classes: int) -> None:
     )
 
 
-def monitored_value(history: dict[str, list[float]], test: dict[str, float], metric: str):
-    """The value a sweeper optimizes: a ``test_*`` metric, or the best epoch of a history key."""
+def monitored_value(
+    history: dict[str, list[float]], test: dict[str, float], metric: str, model: Any = None
+) -> float | None:
+    """The value a sweeper optimizes: a ``test_*`` metric, or the best epoch of a history key,
+    best in the metric's own direction (:func:`callbacks.base.metric_direction`)."""
+    from callbacks.base import metric_direction
+
     if metric.startswith("test_") and metric[5:] in test:
         return float(test[metric[5:]])
     values = [v for v in history.get(metric, []) if v is not None and math.isfinite(v)]
     if not values:
         return None
-    lower_is_better = "loss" in metric or "error" in metric
-    return float(min(values) if lower_is_better else max(values))
+    best = min if metric_direction(metric, model) == "min" else max
+    return float(best(values))
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -121,16 +126,10 @@ def train(cfg: DictConfig) -> float | None:
     runtime.quiet_tensorflow()
     import keras
 
-    from trainkit.context import RunContext
+    from trainkit.context import JobStatus, RunContext, SplitSteps
     from trainkit.data import load as load_data
     from trainkit.models import backbone_layers, build_model, resolve_input_shape
-    from trainkit.stack import (
-        STATUS_FAILED,
-        STATUS_FINISHED,
-        STATUS_KILLED,
-        end_job,
-        instantiate_callbacks,
-    )
+    from trainkit.stack import build_stack
 
     run_dir = output_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -175,23 +174,18 @@ def train(cfg: DictConfig) -> float | None:
         batch_size=data.batch_size,
         tracking=tracking_settings(cfg),
         test_data=data.test,
+        test_labels=data.extras.get("test_labels"),
         sample_images=sample_images,
-        extras={
-            "data_sizes": data.sizes,
-            "test_labels": data.extras.get("test_labels"),
-            "steps": {
-                "train": int(steps_per_epoch),
-                "val": int(validation_steps),
-                "test": data.steps("test"),
-                "predict": math.ceil(len(predict_images) / data.batch_size),
-            },
-        },
+        data_sizes=dict(data.sizes),
+        steps=SplitSteps(
+            train=int(steps_per_epoch),
+            val=int(validation_steps),
+            test=data.steps("test"),
+            predict=math.ceil(len(predict_images) / data.batch_size),
+        ),
+        precision=keras.mixed_precision.global_policy().name,
     )
-    callbacks = instantiate_callbacks(cfg.get("callbacks"), context)
-    context.extras["callbacks"] = callbacks
-    # Keras prints its own per-epoch line unless a callback of the stack shows progress.
-    shows_progress = any(getattr(c, "replaces_keras_progress", False) for c in callbacks)
-    keras_progress = 0 if shows_progress else 2
+    stack = build_stack(cfg.get("callbacks"), context, model)
 
     log.info(
         "model %s (%s params) on %s: %s train / %s val / %s test images at %sx%s, %s classes",
@@ -204,7 +198,7 @@ def train(cfg: DictConfig) -> float | None:
         *data.image_size,
         data.num_classes,
     )
-    status = STATUS_FAILED
+    status = JobStatus.FAILED
     history: dict[str, list[float]] = {}
     test: dict[str, float] = {}
     try:
@@ -215,23 +209,28 @@ def train(cfg: DictConfig) -> float | None:
             steps_per_epoch=int(steps_per_epoch),
             validation_steps=int(validation_steps),
             shuffle=False,  # the pipeline shuffles
-            callbacks=callbacks,
-            verbose=keras_progress,
+            callbacks=stack.for_fit(int(trainer.epochs), context.steps.train, verbose=2),
         )
         history = fit.history
-        test = model.evaluate(data.test, callbacks=callbacks, verbose=0, return_dict=True)
-        model.predict(predict_images, batch_size=data.batch_size, callbacks=callbacks, verbose=0)
-        status = STATUS_FINISHED
+        test = model.evaluate(
+            data.test, callbacks=stack.for_evaluate(context.steps.test), return_dict=True
+        )
+        model.predict(
+            predict_images,
+            batch_size=data.batch_size,
+            callbacks=stack.for_predict(context.steps.predict),
+        )
+        status = JobStatus.FINISHED
     except KeyboardInterrupt:
-        status = STATUS_KILLED
+        status = JobStatus.KILLED
         raise
     finally:
-        for problem in end_job(callbacks, status):
+        for problem in stack.end_job(status):
             log.warning("callback failed to close: %s", problem)
         keras.backend.clear_session(free_memory=False)
 
     metric = str(cfg.get("optimized_metric") or "val_accuracy")
-    value = monitored_value(history, test, metric)
+    value = monitored_value(history, test, metric, model)
     report(run_dir, context.tracking, test, metric, value)
     return value
 

@@ -22,6 +22,7 @@ from tests.callbacks.cb_testing import (
     weights_differ,
 )
 from trainkit.context import RunContext
+from trainkit.stack import build_stack
 
 STEPS = 4  # 32 samples, batch 8
 
@@ -30,12 +31,8 @@ def job(run_dir, callbacks, seed, epochs=4, steps_per_execution=1):
     """What the job does: context with the callback list, then fit."""
     x, y = regression_data(32)
     model = make_model(optimizer="adam", seed=seed, steps_per_execution=steps_per_execution)
-    context = RunContext(run_dir=run_dir)
-    context.extras["callbacks"] = callbacks
-    for callback in callbacks:
-        if hasattr(callback, "set_context"):
-            callback.set_context(context)
-    model.fit(x, y, batch_size=8, epochs=epochs, verbose=0, callbacks=callbacks)
+    stack = build_stack(callbacks, RunContext(run_dir=run_dir), model)
+    model.fit(x, y, batch_size=8, epochs=epochs, callbacks=stack.for_fit(epochs, STEPS))
     return model
 
 

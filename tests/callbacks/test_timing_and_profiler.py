@@ -10,6 +10,7 @@ from callbacks.hook_profiler import HookProfiler
 from callbacks.timing import Timing
 from tests.callbacks.cb_testing import Recorder, make_model, regression_data
 from trainkit.context import RunContext
+from trainkit.stack import build_stack
 
 
 class SlowEpochEnd(keras.callbacks.Callback):
@@ -29,13 +30,10 @@ def run_job(tmp_path, print_table=False):
     recorder = Recorder()
     callbacks = [profiler, timing, SlowEpochEnd(), recorder]
     context = RunContext(run_dir=tmp_path, batch_size=8)
-    context.extras["callbacks"] = callbacks  # what the job does before fit
-    for callback in callbacks:
-        if hasattr(callback, "set_context"):
-            callback.set_context(context)
-    model.fit(x, y, batch_size=8, epochs=2, validation_data=(x, y), verbose=0, callbacks=callbacks)
-    model.evaluate(x, y, batch_size=8, verbose=0, callbacks=callbacks)
-    model.predict(x, batch_size=16, verbose=0, callbacks=callbacks)
+    stack = build_stack(callbacks, context, model)  # what the job does before fit
+    model.fit(x, y, batch_size=8, epochs=2, validation_data=(x, y), callbacks=stack.for_fit(2, 4))
+    model.evaluate(x, y, batch_size=8, callbacks=stack.for_evaluate(4))
+    model.predict(x, batch_size=16, callbacks=stack.for_predict(2))
     for callback in callbacks:
         if hasattr(callback, "on_job_end"):
             callback.on_job_end("FINISHED")
@@ -64,7 +62,7 @@ def test_profile_lists_each_callback_and_hook_with_counts(tmp_path):
     recorder = callbacks["Recorder"]
     calls = {hook: stats["calls"] for hook, stats in recorder.items()}
     assert calls == {
-        "set_model": 3,  # one CallbackList each for fit, evaluate, predict
+        "set_model": 1,  # one stack serves fit, evaluate and predict
         "set_params": 3,
         "on_train_begin": 1,
         "on_epoch_begin": 2,
@@ -84,7 +82,7 @@ def test_profile_lists_each_callback_and_hook_with_counts(tmp_path):
     text = (tmp_path / "hook_profile.txt").read_text()
     assert "SlowEpochEnd" in text and "on_train_batch_end" in text
     # detach puts the original methods back
-    wrapped = profiler.context.extras["callbacks"][1]
+    wrapped = profiler.context.callbacks[1]
     assert "on_train_batch_end" in vars(wrapped)
     profiler.detach()
     assert "on_train_batch_end" not in vars(wrapped)

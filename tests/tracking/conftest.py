@@ -82,8 +82,7 @@ def full_job(tmp: Path, uri: str, arrays: Any, monkeypatch: pytest.MonkeyPatch) 
     checkpoint.write_bytes(b"not really a model, only uploaded")
     mlflow_cb = MLflowLogger(flush_interval=0.5)
     tb_cb = TensorBoardLogger()
-    context.extras["callbacks"] = [mlflow_cb, tb_cb, StopsTraining(checkpoint)]
-    return run_job(context, [mlflow_cb, tb_cb], arrays)
+    return run_job(context, [mlflow_cb, tb_cb], arrays, extra=[StopsTraining(checkpoint)])
 
 
 STORES = ["sqlite", pytest.param("server", marks=pytest.mark.server)]

@@ -17,6 +17,7 @@ import requests
 import tensorflow as tf
 
 from trainkit.context import RunContext
+from trainkit.stack import build_stack
 
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
 CLASSES = ["cat", "dog", "bird"]
@@ -176,25 +177,24 @@ def run_job(
     """The job's sequence: set_context, fit, evaluate, predict, on_job_end(status) in finally."""
     train, val = datasets(arrays)
     model = tiny_model(steps_per_execution)
-    for callback in callbacks:
-        callback.set_context(context)
-    context.extras.setdefault("callbacks", callbacks)
     job = Job(context, model, callbacks)
-    stack = [*callbacks, *(extra or [])]
+    stack = build_stack([*callbacks, *(extra or [])], context, model)
+    steps = int(train.cardinality())
     try:
         fit = model.fit(
             train,
             validation_data=val,
             epochs=epochs,
             initial_epoch=initial_epoch,
-            callbacks=stack,
-            verbose=0,
+            callbacks=stack.for_fit(epochs, steps),
             shuffle=False,
         )
         job.history = fit.history
         if evaluate:
-            job.test = model.evaluate(val, callbacks=stack, verbose=0, return_dict=True)
-            model.predict(arrays[0][:10], batch_size=4, callbacks=stack, verbose=0)
+            job.test = model.evaluate(
+                val, callbacks=stack.for_evaluate(int(val.cardinality())), return_dict=True
+            )
+            model.predict(arrays[0][:10], batch_size=4, callbacks=stack.for_predict(3))
         job.status = "FINISHED"
     except KeyboardInterrupt:
         job.status = "KILLED"
@@ -208,9 +208,10 @@ def run_job(
     return job
 
 
-class StopsTraining:
-    """What the job finds in ctx.extras["callbacks"]: an early stopper and a checkpointer."""
+class StopsTraining(keras.callbacks.Callback):
+    """What the job finds in ctx.callbacks: an early stopper and a checkpointer."""
 
     def __init__(self, checkpoint: Path) -> None:
+        super().__init__()
         self.stop_reason = "val_loss did not improve for 3 epochs"
         self.best_model_path = str(checkpoint)

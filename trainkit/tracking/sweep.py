@@ -16,12 +16,12 @@ class SweepInfo:
 
 
 def detect_sweep(context: RunContext | None) -> SweepInfo | None:
-    """``ctx.extras["sweep_dir"]`` (+ ``job_num``) if the job set them, else Hydra's own state."""
-    if context is not None and context.extras.get("sweep_dir"):
+    """``ctx.sweep`` (``sweep_dir``, ``job_num``, ``overrides``) if the job set it, else Hydra's
+    own state."""
+    sweep = context.sweep if context is not None else None
+    if sweep and sweep.get("sweep_dir"):
         return SweepInfo(
-            str(Path(context.extras["sweep_dir"]).resolve()),
-            context.extras.get("job_num"),
-            context.extras.get("overrides"),
+            str(Path(sweep["sweep_dir"]).resolve()), sweep.get("job_num"), sweep.get("overrides")
         )
     try:
         from hydra.core.hydra_config import HydraConfig
