@@ -41,15 +41,16 @@ def main(cfg: DictConfig) -> float | None:
         print(f"error: {err}", file=sys.stderr, flush=True)
         log.debug("user error", exc_info=True)
         raise SystemExit(err.exit_code) from None
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         # The callbacks already closed with KILLED (train's finally): say so, no traceback.
+        name = getattr(stop, "name", "SIGINT")
         print(
-            "interrupted: the MLflow run ended KILLED; checkpoints and logs are kept in the "
-            "run directory",
+            f"interrupted ({name}): the MLflow run ended KILLED; the backup, checkpoints and "
+            "logs are in the run directory; rerun the same command to resume",
             file=sys.stderr,
             flush=True,
         )
-        raise SystemExit(130) from None
+        raise SystemExit(getattr(stop, "exit_code", 130)) from None
 
 
 def output_dir(cfg: DictConfig) -> Path:
@@ -135,6 +136,10 @@ def train(cfg: DictConfig) -> float | None:
     run_dir.mkdir(parents=True, exist_ok=True)
     trainer = cfg.trainer
     runtime.configure(OmegaConf.to_container(trainer, resolve=True))
+    if trainer.get("deterministic"):
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     seed = int(trainer.seed) if trainer.get("seed") is not None else 0
 
     model_name = cfg.model.name
@@ -185,7 +190,25 @@ def train(cfg: DictConfig) -> float | None:
         ),
         precision=keras.mixed_precision.global_policy().name,
     )
-    stack = build_stack(cfg.get("callbacks"), context, model)
+    from callbacks.backup import Backup, resume_within_epoch
+    from trainkit import signals
+    from trainkit.stack import instantiate_callbacks
+
+    # GracefulStop last: it ends fit after a signal once every callback saw the step.
+    stack = build_stack(
+        [*instantiate_callbacks(cfg.get("callbacks")), signals.GracefulStop()], context, model
+    )
+    # Exact resume: the data starts at the batch after the backup's (no batch drawn twice).
+    epochs = int(trainer.epochs)
+    backup = context.find(Backup)
+    first_epoch, steps_done = (backup.resume_point() if backup else None) or (0, 0)
+    first_epoch = min(first_epoch, epochs)
+    train_data = data.extras["train_data"].stream(
+        first_epoch, epochs, steps_done, int(steps_per_epoch)
+    )
+    if steps_done:
+        train_data = train_data.repeat()  # its length is not Keras's epochs x steps any more
+        resume_within_epoch(stack, model, first_epoch, steps_done)
 
     log.info(
         "model %s (%s params) on %s: %s train / %s val / %s test images at %sx%s, %s classes",
@@ -202,24 +225,29 @@ def train(cfg: DictConfig) -> float | None:
     history: dict[str, list[float]] = {}
     test: dict[str, float] = {}
     try:
-        fit = model.fit(
-            data.train,
-            validation_data=data.val,
-            epochs=int(trainer.epochs),
-            steps_per_epoch=int(steps_per_epoch),
-            validation_steps=int(validation_steps),
-            shuffle=False,  # the pipeline shuffles
-            callbacks=stack.for_fit(int(trainer.epochs), context.steps.train, verbose=2),
-        )
-        history = fit.history
-        test = model.evaluate(
-            data.test, callbacks=stack.for_evaluate(context.steps.test), return_dict=True
-        )
-        model.predict(
-            predict_images,
-            batch_size=data.batch_size,
-            callbacks=stack.for_predict(context.steps.predict),
-        )
+        with signals.installed(model):
+            fit = model.fit(
+                train_data,
+                validation_data=data.val,
+                epochs=epochs,
+                initial_epoch=first_epoch,
+                steps_per_epoch=int(steps_per_epoch),
+                validation_steps=int(validation_steps),
+                shuffle=False,  # the pipeline shuffles
+                callbacks=stack.for_fit(epochs, context.steps.train, verbose=2),
+            )
+            history = fit.history
+            non_finite = non_finite_stop(context)
+            if non_finite:
+                raise NonFiniteLossError(non_finite)
+            test = model.evaluate(
+                data.test, callbacks=stack.for_evaluate(context.steps.test), return_dict=True
+            )
+            model.predict(
+                predict_images,
+                batch_size=data.batch_size,
+                callbacks=stack.for_predict(context.steps.predict),
+            )
         status = JobStatus.FINISHED
     except KeyboardInterrupt:
         status = JobStatus.KILLED
@@ -233,6 +261,24 @@ def train(cfg: DictConfig) -> float | None:
     value = monitored_value(history, test, metric, model)
     report(run_dir, context.tracking, test, metric, value)
     return value
+
+
+class NonFiniteLossError(TrainkitError):
+    """Training stopped on a NaN or infinite loss; the run ends FAILED."""
+
+
+def non_finite_stop(context) -> str | None:
+    """The message for a fit that a callback stopped on a non-finite value, or None."""
+    from trainkit.context import StopsTraining
+
+    for callback in context.find_all(StopsTraining):
+        if callback.stop_reason == "non_finite":
+            name = getattr(callback, "trainkit_name", type(callback).__name__)
+            return (
+                f"training stopped: the loss is not finite ({name}); the last good weights are "
+                "kept. Lower optimizer.learning_rate or check the data"
+            )
+    return None
 
 
 def report(run_dir: Path, tracking: dict, test: dict, metric: str, value) -> None:
