@@ -120,6 +120,7 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
         logs = logs if logs is not None else {}
         current = logs.get(self.monitor)
         if current is not None and self.check_finite and not np.all(np.isfinite(current)):
+            self._write_best(logs)
             self._stop(epoch, "non_finite", f"{self.monitor} = {current}", logs)
             return
         stopped_before = self.model.stop_training and self.stopped_epoch == epoch

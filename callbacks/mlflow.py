@@ -258,7 +258,8 @@ class MLflowLogger(TrainkitCallback):
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         # Hot path: no I/O, no locks; the writer thread does the rest.
         spe = self._spe
-        if self._clock is not None:  # in a stack: a resumed epoch's batches start after the backup
+        if getattr(self, "_clock", None) is not None:
+            # in a stack: the clock knows where a resumed epoch's batches start
             batch = self.clock.steps_in_epoch - 1
         if spe and batch >= spe:  # steps_per_execution > 1: Keras passes the execution's end
             batch = spe - 1

@@ -177,7 +177,8 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         super().on_train_batch_end(batch, None)  # graph once, profiler stop; no per-call scalars
         spe = self._spe
-        if self._clock is not None:  # in a stack: a resumed epoch's batches start after the backup
+        if getattr(self, "_clock", None) is not None:
+            # in a stack: the clock knows where a resumed epoch's batches start
             batch = self.clock.steps_in_epoch - 1
         if spe and batch >= spe:
             batch = spe - 1
