@@ -168,6 +168,7 @@ class Backup(TrainkitCallback):
         self._trained = False
         self._interrupted = False
         self._pending_states: dict[str, Any] = {}
+        self._metric_state: list[Any] = []
         self.restored = None
         meta = self._read()
         if meta is None:
@@ -200,6 +201,10 @@ class Backup(TrainkitCallback):
                     )
                 for i, variable in enumerate(variables):
                     variable.assign(arrays[f"{prefix}{i}"])
+            count = int(arrays["metrics_count"]) if "metrics_count" in arrays else 0
+            # The epoch's running metrics, put back after Keras resets them at the resumed
+            # epoch's start (on_epoch_begin), so its logs cover the whole epoch.
+            self._metric_state = [arrays[f"metrics{i}"] for i in range(count)]
         if "python" in rng:
             version, state, gauss = rng["python"]
             random.setstate((version, tuple(state), gauss))
@@ -212,7 +217,16 @@ class Backup(TrainkitCallback):
             if key in self._pending_states:
                 callback.load_state_dict(self._pending_states[key])
 
+    def _metrics(self) -> list[Any]:
+        return list(getattr(self.model, "metrics_variables", []))
+
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        state, self._metric_state = self._metric_state, []
+        resume_epoch, resume_step = self._resume_at
+        variables = self._metrics()
+        if epoch == resume_epoch and resume_step and len(state) == len(variables):
+            for variable, value in zip(variables, state, strict=True):
+                variable.assign(value)
         if self._pending_states:
             # Again, for the callbacks listed after this one: their on_train_begin ran after
             # the first restore and reset them.
@@ -292,7 +306,7 @@ class Backup(TrainkitCallback):
         global_step = epoch * (self._steps or 0) + step
         name = f"state-{time.time_ns()}.npz"
         arrays: dict[str, Any] = {}
-        for prefix, variables in _state_variables(self.model):
+        for prefix, variables in [*_state_variables(self.model), ("metrics", self._metrics())]:
             arrays[f"{prefix}_count"] = np.asarray(len(variables))
             for i, variable in enumerate(variables):
                 arrays[f"{prefix}{i}"] = keras.ops.convert_to_numpy(variable)
@@ -338,7 +352,9 @@ def _state_variables(model: keras.Model) -> list[tuple[str, list[Any]]]:
     return parts
 
 
-def resume_within_epoch(stack: Any, model: keras.Model, epoch: int, steps_done: int) -> None:
+def resume_within_epoch(
+    stack: Any, model: keras.Model, epoch: int, steps_done: int, element_spec: Any = None
+) -> None:
     """Make ``fit`` continue epoch ``epoch`` after ``steps_done`` steps, with data that already
     starts at the next unseen batch (``TrainData.stream(epoch, ..., skip=steps_done)``).
 
@@ -353,6 +369,15 @@ def resume_within_epoch(stack: Any, model: keras.Model, epoch: int, steps_done: 
     for callback in getattr(stack, "user_callbacks", []):
         if isinstance(callback, Backup):
             callback.data_positioned = True
+    if element_spec is not None:
+        # Build the compiled metrics now (Keras builds them at the first traced step), so the
+        # backup can put the resumed epoch's running metrics back at its on_epoch_begin.
+        import tensorflow as tf
+
+        def zeros(spec: Any) -> Any:
+            return tf.zeros([1 if d is None else d for d in spec.shape], spec.dtype)
+
+        model._symbolic_build(data_batch=tf.nest.map_structure(zeros, element_spec))
     spx = max(1, int(getattr(model, "steps_per_execution", 1) or 1))
     idle = [math.ceil(steps_done / spx)]
     model.make_train_function()

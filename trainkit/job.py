@@ -208,7 +208,7 @@ def train(cfg: DictConfig) -> float | None:
     )
     if steps_done:
         train_data = train_data.repeat()  # its length is not Keras's epochs x steps any more
-        resume_within_epoch(stack, model, first_epoch, steps_done)
+        resume_within_epoch(stack, model, first_epoch, steps_done, train_data.element_spec)
 
     log.info(
         "model %s (%s params) on %s: %s train / %s val / %s test images at %sx%s, %s classes",
