@@ -545,6 +545,9 @@ class MLflowLogger(TrainkitCallback):
             ended = False
             if run.is_open and not writer.down:
                 try:
+                    error = self.context.error if self.context is not None else None
+                    if status is JobStatus.FAILED and error:
+                        run.client.set_tag(run.run_id, "trainkit.error", error[:5000])
                     run.end(status)
                     ended = True
                 except Exception as exc:

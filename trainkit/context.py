@@ -83,6 +83,8 @@ class RunContext:
         strategy: the name of the ``tf.distribute`` strategy the model was built under.
         precision: the dtype policy the job resolved (``float32``, ``mixed_bfloat16`` ...).
         sweep: for a job of a Hydra multirun: ``sweep_dir``, ``job_num``, ``overrides``.
+        error: why the job failed, on one line (set by the job before ``on_job_end(FAILED)``;
+            the MLflow run carries it as its ``trainkit.error`` tag); None otherwise.
         extras: scratch space for a job's own additions; no library callback reads it.
     """
 
@@ -105,6 +107,7 @@ class RunContext:
     strategy: str = "default"
     precision: str | None = None
     sweep: dict[str, Any] | None = None
+    error: str | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

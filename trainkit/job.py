@@ -16,18 +16,33 @@ import logging
 import math
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
-from trainkit.errors import ConfigError, TrainkitError
+from trainkit.errors import (
+    ConfigError,
+    DataError,
+    TrainkitError,
+    describe,
+    one_line,
+    root_cause,
+)
 
 log = logging.getLogger("trainkit")
 
 
 def main(cfg: DictConfig) -> float | None:
-    """Hydra's task function. A :class:`TrainkitError` prints one line and exits with 2."""
+    """Hydra's task function. A :class:`TrainkitError` prints one line and exits with 2.
+
+    The config is checked first, against :mod:`trainkit.config.schema`, before TensorFlow is
+    imported. Whatever the error, ``run.log`` (Hydra's job log) gets its full trace at DEBUG.
+    """
+    from trainkit.errors import mark_job_started
+
+    mark_job_started()
     try:
+        validate(cfg)
         task = cfg.get("task", "train")
         if task == "train":
             return train(cfg)
@@ -36,13 +51,12 @@ def main(cfg: DictConfig) -> float | None:
 
             predict(cfg)
             return None
-        raise ConfigError(f"unknown task '{task}': choose train or predict")
+        raise ConfigError(f"unknown task '{task}': choose task=train or task=predict")
     except TrainkitError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        log.debug("user error", exc_info=True)
-        raise SystemExit(err.exit_code) from None
+        fail(err)
     except KeyboardInterrupt:
         # The callbacks already closed with KILLED (train's finally): say so, no traceback.
+        log.debug("interrupted", exc_info=True)
         print(
             "interrupted: the MLflow run ended KILLED; checkpoints and logs are kept in the "
             "run directory",
@@ -50,6 +64,58 @@ def main(cfg: DictConfig) -> float | None:
             flush=True,
         )
         raise SystemExit(130) from None
+    except Exception as exc:
+        user_error = as_user_error(exc, cfg)
+        if user_error is None:
+            log.debug("job failed", exc_info=True)
+            raise  # a bug: its traceback is what helps
+        log.debug("job failed", exc_info=True)
+        fail(user_error)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Types, ranges and names of the config (:func:`trainkit.config.schema.validate`)."""
+    from trainkit.config.schema import validate as check
+
+    check(cfg)
+
+
+def check_callbacks(cfg: DictConfig) -> None:
+    """Import every callback ``_target_`` and check its options against its signature."""
+    from trainkit.stack import check_callback_entry
+
+    for name, entry in (cfg.get("callbacks") or {}).items():
+        if isinstance(entry, DictConfig) and "_target_" in entry:
+            check_callback_entry(str(name), str(entry._target_), entry)
+
+
+def fail(err: TrainkitError) -> NoReturn:
+    """One ``error:`` line on stderr, the trace in run.log at DEBUG, exit status 2."""
+    message = describe(err)
+    log.debug("error: %s", message, exc_info=err)
+    for handler in logging.getLogger().handlers + log.handlers:
+        handler.flush()  # SystemExit skips Hydra's own flush
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(err.exit_code) from None
+
+
+def as_user_error(exc: BaseException, cfg: DictConfig) -> TrainkitError | None:
+    """A user error hidden in a library's exception (an image TensorFlow cannot decode, a
+    ``_target_`` Hydra cannot build), or None for a bug."""
+    text = str(exc)
+    name = type(exc).__name__
+    if name == "InvalidArgumentError" and any(
+        word in text for word in ("decode", "image format", "Invalid JPEG", "Invalid PNG")
+    ):
+        where = OmegaConf.select(cfg, "data.path", default=None, throw_on_missing=False)
+        first = text.strip().splitlines()[0] if text.strip() else name
+        return DataError(
+            f"data.path={where}: an image cannot be decoded ({first}): remove or replace it "
+            '(python -c "from PIL import Image; Image.open(PATH).load()" finds it)'
+        )
+    if name == "InstantiationException":
+        return ConfigError(f"cannot build a _target_ of the config: {one_line(text)}")
+    return None
 
 
 def output_dir(cfg: DictConfig) -> Path:
@@ -90,7 +156,13 @@ def compile_model(model, cfg: DictConfig, num_classes: int) -> None:
     import keras
     from hydra.utils import instantiate
 
-    optimizer = instantiate(cfg.optimizer, _convert_="all")
+    try:
+        optimizer = instantiate(cfg.optimizer, _convert_="all")
+    except Exception as exc:  # noqa: BLE001 - an unknown class, a misspelt or wrong option
+        raise ConfigError(
+            f"optimizer ({cfg.optimizer.get('_target_')}) cannot be built: {root_cause(exc)}: "
+            "fix optimizer._target_ (a keras.optimizers class) or its options"
+        ) from exc
     metrics: list[Any] = ["accuracy"]
     if num_classes > 5:
         metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"))
@@ -121,7 +193,11 @@ def monitored_value(
 
 
 def train(cfg: DictConfig) -> float | None:
+    validate(cfg)  # idempotent; main() ran it already, callers of train() may not have
     from trainkit import runtime
+
+    runtime.quiet_tensorflow()
+    check_callbacks(cfg)  # before data and model: a misspelt callback fails in seconds
 
     runtime.quiet_tensorflow()
     import keras
@@ -223,6 +299,9 @@ def train(cfg: DictConfig) -> float | None:
         status = JobStatus.FINISHED
     except KeyboardInterrupt:
         status = JobStatus.KILLED
+        raise
+    except Exception as exc:
+        context.error = describe(as_user_error(exc, cfg) or exc)  # the MLflow run's error tag
         raise
     finally:
         for problem in stack.end_job(status):
