@@ -113,7 +113,8 @@ def _missing_option(text: str) -> str:
     for line in lines[start + 1 :]:
         if not line or line.startswith("Config search path"):
             break
-        choices.append(line)
+        if not line.endswith("_schema"):  # the typed schemas stored in the group
+            choices.append(line)
     return one_line(
         f"{group}={option}: no such option in config group '{group}' (Could not find "
         f"'{group}/{option}'): choose one of {', '.join(choices)}"

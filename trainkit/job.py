@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import sys
 from pathlib import Path
 from typing import Any, NoReturn
@@ -105,16 +106,39 @@ def as_user_error(exc: BaseException, cfg: DictConfig) -> TrainkitError | None:
     text = str(exc)
     name = type(exc).__name__
     if name == "InvalidArgumentError" and any(
-        word in text for word in ("decode", "image format", "Invalid JPEG", "Invalid PNG")
+        word in text for word in ("decode", "Decode", "image format", "Invalid JPEG", "Invalid PNG")
     ):
         where = OmegaConf.select(cfg, "data.path", default=None, throw_on_missing=False)
-        first = text.strip().splitlines()[0] if text.strip() else name
+        # TensorFlow's message, without its graph node names.
+        reason = re.sub(r"\{\{.*?\}\}|\[\[.*?\]\]|\[Op:.*?\]", "", text).strip()
+        reason = one_line(reason.splitlines()[0] if reason else name, limit=200)
+        bad = first_unreadable_image(where) if where else None
+        culprit = f" {bad}" if bad else " an image"
         return DataError(
-            f"data.path={where}: an image cannot be decoded ({first}): remove or replace it "
-            '(python -c "from PIL import Image; Image.open(PATH).load()" finds it)'
+            f"data.path={where}:{culprit} cannot be decoded ({reason}): remove or replace it"
         )
     if name == "InstantiationException":
         return ConfigError(f"cannot build a _target_ of the config: {one_line(text)}")
+    return None
+
+
+def first_unreadable_image(folder: str) -> str | None:
+    """The first image under ``folder`` that PIL cannot decode fully (only on the error path:
+    it decodes every image)."""
+    try:
+        from PIL import Image
+
+        from trainkit.data.folder import IMAGE_SUFFIXES
+    except ImportError:
+        return None
+    for path in sorted(Path(str(folder)).expanduser().rglob("*")):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            continue
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except Exception:  # noqa: BLE001 - any failure is the answer
+            return str(path)
     return None
 
 
@@ -301,7 +325,10 @@ def train(cfg: DictConfig) -> float | None:
         status = JobStatus.KILLED
         raise
     except Exception as exc:
-        context.error = describe(as_user_error(exc, cfg) or exc)  # the MLflow run's error tag
+        user_error = as_user_error(exc, cfg)
+        context.error = describe(user_error or exc)  # the MLflow run's trainkit.error tag
+        if user_error is not None:
+            raise user_error from exc
         raise
     finally:
         for problem in stack.end_job(status):
