@@ -102,7 +102,7 @@ CASES = [
     case(
         "task=predict checkpoint=missing.keras inputs=<an image>",
         "checkpoint",
-        "checkpoint=missing.keras: no such file",
+        "checkpoint=missing.keras: file not found",
         args="task=predict checkpoint=missing.keras inputs={image}",
     ),
     case(
@@ -170,7 +170,11 @@ CASES = [
         slow=True,
     ),
     # -- model weights ----------------------------------------------------------------------
-    case("model.weights=missing.keras", "model.weights", "model.weights=missing.keras: no such"),
+    case(
+        "model.weights=missing.keras",
+        "model.weights",
+        "model.weights=missing.keras: file not found",
+    ),
     case(
         "model.weights=<a corrupt .keras file>",
         "model.weights",
@@ -294,18 +298,24 @@ def make_files(root: Path) -> dict[str, str]:
     (root / "truncated" / "dogs" / "0.jpg").write_bytes(whole[: len(whole) // 2])
     files["truncated_dir"] = str(root / "truncated")
     # A PNG whose pixel data is noise with a valid checksum: PIL's verify passes, TensorFlow's
-    # decoder fails in the middle of the first epoch, after the MLflow run started.
+    # decoder fails at the first validation, after the MLflow run started. The job's own split
+    # (seed 42, data.limit=48) says which file validation reads.
+    from trainkit.data.folder import list_images
+    from trainkit.data.split import split_indices
+
     for name in ("cats", "dogs"):
         for i in range(24):
             image(root / "bad_png" / name / f"{i}.png")
-    broken = bytearray((root / "bad_png" / "dogs" / "0.png").read_bytes())
+    paths, labels, _ = list_images(root / "bad_png")
+    target = Path(paths[split_indices(labels, 0.15, 0.15, limit=48, seed=42)["val"][0]])
+    broken = bytearray(target.read_bytes())
     start = broken.index(b"IDAT") - 4
     (size,) = struct.unpack(">I", broken[start : start + 4])
     noise = bytes(rng.integers(0, 256, size, dtype=np.uint8))
     broken[start + 8 : start + 8 + size] = noise
     crc = struct.pack(">I", zlib.crc32(b"IDAT" + noise) & 0xFFFFFFFF)
     broken[start + 8 + size : start + 12 + size] = crc
-    (root / "bad_png" / "dogs" / "0.png").write_bytes(bytes(broken))
+    target.write_bytes(bytes(broken))
     files["bad_png_dir"] = str(root / "bad_png")
     image(root / "photo.png")
     files["image"] = str(root / "photo.png")

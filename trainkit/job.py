@@ -43,10 +43,10 @@ def main(cfg: DictConfig) -> float | None:
 
     mark_job_started()
     try:
-        validate(cfg)
         task = cfg.get("task", "train")
         if task == "train":
-            return train(cfg)
+            return train(cfg)  # which validates first
+        validate(cfg)
         if task == "predict":
             from trainkit.predict_task import predict
 
@@ -217,7 +217,7 @@ def monitored_value(
 
 
 def train(cfg: DictConfig) -> float | None:
-    validate(cfg)  # idempotent; main() ran it already, callers of train() may not have
+    validate(cfg)  # before TensorFlow: a bad input ends in seconds
     from trainkit import runtime
 
     runtime.quiet_tensorflow()

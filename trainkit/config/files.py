@@ -26,7 +26,7 @@ def check_weights_file(weights: str | os.PathLike, key: str = "model.weights") -
     path = Path(weights).expanduser()
     if not path.is_file():
         what = "a .keras file of a run" if key == "checkpoint" else "a .keras / .weights.h5 file"
-        raise WeightsNotAvailableError(f"{key}={path}: no such file ({what})")
+        raise WeightsNotAvailableError(f"{key}={path}: file not found ({what})")
     if path.name.endswith(".keras"):
         try:
             with zipfile.ZipFile(path) as archive:
