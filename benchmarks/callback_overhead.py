@@ -43,7 +43,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from trainkit.context import RunContext  # noqa: E402
+from trainkit.context import JobStatus, RunContext  # noqa: E402
+from trainkit.stack import build_stack  # noqa: E402
 
 REFERENCE_PARAMS = 94_538
 BATCH = 64
@@ -162,16 +163,14 @@ def module_entry(name: str, full: dict[str, Any] | None) -> dict[str, Any] | Non
 
 
 def instantiate(entries: dict[str, Any], run_dir: Path) -> list[keras.callbacks.Callback]:
-    from hydra.utils import instantiate as hydra_instantiate
+    from trainkit.stack import instantiate_callbacks
 
-    callbacks = []
-    for entry in entries.values():
-        if entry is None:
-            continue
-        callback = hydra_instantiate(entry, _convert_="all")
-        if isinstance(callback, keras.callbacks.Callback):
-            callbacks.append(callback)
-    context = RunContext(
+    return instantiate_callbacks(entries)
+
+
+def bench_context(run_dir: Path) -> RunContext:
+    """What the job would hand the callbacks for the reference model."""
+    return RunContext(
         run_dir=run_dir,
         config={"benchmark": {"model": "reference_cnn", "batch_size": BATCH}},
         model_name="reference_cnn",
@@ -184,12 +183,7 @@ def instantiate(entries: dict[str, Any], run_dir: Path) -> list[keras.callbacks.
             "experiment": "callback_overhead",
             "log_model": False,  # after the measured epoch, and seconds each time
         },
-        extras={"callbacks": callbacks},
     )
-    for callback in callbacks:
-        if hasattr(callback, "set_context"):
-            callback.set_context(context)
-    return callbacks
 
 
 def configurations(only: set[str] | None) -> dict[str, Factory]:
@@ -248,8 +242,9 @@ def measure(factory: Factory, run_dir: Path, steps: int) -> tuple[float, float]:
     keras.utils.set_random_seed(0)
     train, val = datasets()
     model = reference_model()
-    callbacks = factory(run_dir)
     clock = EpochClock()
+    # The job's wiring, so every configuration pays what it pays in a job.
+    stack = build_stack([*factory(run_dir), clock], bench_context(run_dir), model)
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # progress bars and tables
             model.fit(
@@ -257,15 +252,11 @@ def measure(factory: Factory, run_dir: Path, steps: int) -> tuple[float, float]:
                 validation_data=val,
                 epochs=2,
                 steps_per_epoch=steps,
-                callbacks=[*callbacks, clock],
-                verbose=0,
+                callbacks=stack.for_fit(2, steps),
                 shuffle=False,
             )
     finally:
-        for callback in callbacks:
-            end = getattr(callback, "on_job_end", None)
-            if end is not None:
-                end("FINISHED")
+        stack.end_job(JobStatus.FINISHED)
         if mlflow.active_run() is not None:
             mlflow.end_run()
     (wall0, cpu0), (wall1, cpu1) = clock.ends
