@@ -29,6 +29,7 @@ from trainkit.errors import (
     one_line,
     root_cause,
 )
+from trainkit.hydra_run import hydra_choice, output_dir
 
 log = logging.getLogger("trainkit")
 
@@ -140,29 +141,6 @@ def first_unreadable_image(folder: str) -> str | None:
         except Exception:  # noqa: BLE001 - any failure is the answer
             return str(path)
     return None
-
-
-def output_dir(cfg: DictConfig) -> Path:
-    """Hydra's run directory (``hydra.run.dir``), or ``paths.output_dir`` when set by hand."""
-    from hydra.core.hydra_config import HydraConfig
-
-    configured = OmegaConf.select(cfg, "paths.output_dir", throw_on_resolution_failure=False)
-    if configured:
-        return Path(configured).resolve()
-    if HydraConfig.initialized():
-        return Path(HydraConfig.get().runtime.output_dir).resolve()
-    raise ConfigError("no run directory: run through run.py or set paths.output_dir=DIR")
-
-
-def hydra_choice(group: str) -> str:
-    """The option chosen for a config group (``full`` for ``callbacks=full``), if known."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():
-        choice = HydraConfig.get().runtime.choices.get(group)
-        if choice:
-            return str(choice)
-    return "custom"
 
 
 def tracking_settings(cfg: DictConfig) -> dict[str, Any]:

@@ -37,8 +37,8 @@ def predict(cfg: DictConfig) -> list[dict]:
     from trainkit import runtime
 
     runtime.quiet_tensorflow()
-    from trainkit.job import output_dir
-    from trainkit.predict import run_predict_task
+    from trainkit.hydra_run import output_dir
+    from trainkit.topk import run_predict_task
 
     check_inputs(cfg.get("checkpoint"), cfg.get("inputs"))
     run_dir = output_dir(cfg)
