@@ -545,9 +545,7 @@ class MLflowLogger(TrainkitCallback):
             ended = False
             if run.is_open and not writer.down:
                 try:
-                    error = self.context.error if self.context is not None else None
-                    if status is JobStatus.FAILED and error:
-                        run.client.set_tag(run.run_id, "trainkit.error", error[:5000])
+                    self._tag_error(run, status)
                     run.end(status)
                     ended = True
                 except Exception as exc:
@@ -570,6 +568,15 @@ class MLflowLogger(TrainkitCallback):
                 )
         except Exception as exc:  # on_job_end must not raise
             log.warning("MLflow: on_job_end failed: %s: %s", type(exc).__name__, exc)
+
+    def _tag_error(self, run: Any, status: JobStatus) -> None:
+        """A FAILED run carries the job's error line (``RunContext.error``) as a tag."""
+        error = self.context.error if self.context is not None else None
+        if status is JobStatus.FAILED and error:
+            try:
+                run.client.set_tag(run.run_id, "trainkit.error", error[:5000])
+            except Exception as exc:  # the status matters more than the tag
+                log.warning("MLflow: tagging the error failed: %s: %s", type(exc).__name__, exc)
 
     def _save_model_locally(self) -> None:
         try:
