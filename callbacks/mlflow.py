@@ -48,9 +48,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 import keras
+import numpy as np
 
 from callbacks.base import TrainkitCallback
 from trainkit.context import BestCheckpoint, JobStatus, RunContext, StopsTraining
@@ -67,6 +66,7 @@ from trainkit.tracking.flatten import (
 from trainkit.tracking.spool import SPOOL_NAME, Spool
 from trainkit.tracking.store import RunSpec, TrackedRun, log_keras_model, probe
 from trainkit.tracking.store import unreachable_message as _unreachable
+from trainkit.tracking.summary import model_summary
 from trainkit.tracking.sweep import detect_sweep, git_commit
 from trainkit.tracking.writer import BackgroundWriter
 
@@ -274,19 +274,8 @@ class MLflowLogger(TrainkitCallback):
         self.writer.submit("p", merged)
 
     def _write_summary(self) -> Path:
-        # Rich (Keras's summary printer) cuts lines at the terminal's width, 80 columns when the
-        # output is not a terminal, however wide line_length asks: render at the full width.
-        from rich.console import Console
-
-        console = Console(width=200, file=None, force_terminal=False, color_system=None)
-        with console.capture() as captured:
-            self.model.summary(
-                print_fn=lambda line, *a, **k: console.print(line, crop=False, soft_wrap=True),
-                line_length=110,
-            )
         path = self.run_path(ARTIFACT_DIR, "model_summary.txt")
-        text = "\n".join(line.rstrip() for line in captured.get().splitlines())
-        path.write_text(text + "\n", encoding="utf-8")
+        path.write_text(model_summary(self.model), encoding="utf-8")  # full width, not 80 cols
         return path
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -318,7 +307,7 @@ class MLflowLogger(TrainkitCallback):
         self._record_batch(self._step, logs)
 
     def after_stack(self, hook: str, index: int | None, logs: dict[str, Any]) -> None:
-        """Record what the whole stack left in the logs (called by :class:`~trainkit.stack.Stack`)."""
+        """Record what the whole stack left in the logs (called by the :class:`Stack`)."""
         if hook == "on_train_batch_end":
             pending, self._pending_batch = self._pending_batch, None
             if pending is not None:

@@ -166,12 +166,16 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
         with self._train_writer.as_default():
             self.summary.image("augmented_samples", grid[None], step=0)
 
+    def _hparams(self) -> dict[str, Any]:
+        """The flattened config, secrets redacted as in MLflow's params."""
+        return flatten(redact_config(self.context.config)) if self.context is not None else {}
+
     def _write_session_start(self) -> None:
         if not self.hparams or self.context is None or self._session_started:
             return
         from tensorboard.plugins.hparams import api as hp
 
-        values = {k: _hparam_value(v) for k, v in flatten(redact_config(self.context.config)).items()}
+        values = {k: _hparam_value(v) for k, v in self._hparams().items()}
         if not values:
             return
         self._session_started = True
@@ -212,7 +216,7 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
         self._record_epoch(epoch, logs)
 
     def after_stack(self, hook: str, index: int | None, logs: dict[str, Any]) -> None:
-        """Write what the whole stack left in the logs (called by :class:`~trainkit.stack.Stack`)."""
+        """Write what the whole stack left in the logs (called by the :class:`Stack`)."""
         if hook == "on_epoch_end":
             pending, self._pending_epoch = self._pending_epoch, None
             if pending is not None:
@@ -257,7 +261,7 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
             for k in ("loss", "accuracy")
             if k in logs
         ]
-        values = {k: _hparam_value(v) for k, v in flatten(redact_config(self.context.config)).items()}
+        values = {k: _hparam_value(v) for k, v in self._hparams().items()}
         config = hp.hparams_config_pb(hparams=[hp.HParam(k) for k in values], metrics=metrics)
         self._scalars(".").write_summary(config)
 

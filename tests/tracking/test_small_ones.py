@@ -55,6 +55,19 @@ def test_secret_keys_and_uri_credentials_are_redacted() -> None:
     assert params["tokenizer"] == "bpe" and params["keyboard"] == "1"
 
 
+def test_the_model_summary_is_not_cut_at_80_columns() -> None:
+    from trainkit.tracking.summary import model_summary
+
+    inputs = keras.Input((4,))
+    wide = keras.layers.Dense(1234, name="a_layer_with_a_very_long_name_" + "x" * 50)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(3, name="head")(wide))
+    text = model_summary(model)
+    row = next(line for line in text.splitlines() if "a_layer_with" in line)
+    assert len(row) > 100
+    assert row.split()[-1] == "6,170" and "(None, 1234)" in row
+    assert "Param #" in text and f"Total params: {model.count_params():,}" in text
+
+
 def _all_bytes(*roots: Path) -> bytes:
     chunks = []
     for root in roots:

@@ -447,9 +447,7 @@ def pip_requirements() -> tuple[str, ...]:
     return tuple(requirements)
 
 
-def log_keras_model(
-    run: TrackedRun, model: Any, example: Any, output: Any, step: int
-) -> str:
+def log_keras_model(run: TrackedRun, model: Any, example: Any, output: Any, step: int) -> str:
     """Log ``model`` with a signature and an input example; returns its ``models:/`` URI.
 
     ``output`` is ``model.predict(example)``, computed by the caller on the training thread so
