@@ -99,7 +99,7 @@ def test_the_logged_model_is_the_restored_best_and_loads_without_trainkit(
     stopper = EarlyStopping(monitor="val_loss", patience=1, min_delta=10, restore_best_weights=True)
     checkpoint = Checkpoint(monitor="val_accuracy", save_last=True)
     # The logger is placed first, as in the stacks: before the callbacks that change the model.
-    done = run_job(context, [logger, stopper, checkpoint], arrays, epochs=4, model=zoo_like_model())
+    done = run_job(context, [logger, stopper, checkpoint], arrays, epochs=3, model=zoo_like_model())
     assert done.status == "FINISHED"
     assert stopper.stopped_epoch == 1 and stopper.best_epoch == 0
 
