@@ -174,3 +174,32 @@ def test_the_zoo_list_prints_without_building_a_model() -> None:
     # CPU; the listing is the import of TensorFlow (~7 s of CPU here, which the package's
     # __init__ does whatever __main__ does) plus the table.
     assert cpu < 12.0, f"{cpu:.1f} s of CPU"
+
+
+def test_hydra_saved_config_is_redacted_in_place(tmp_path: Path) -> None:
+    import yaml
+
+    from trainkit.tracking.flatten import redact_saved_config
+
+    hydra_dir = tmp_path / ".hydra"
+    hydra_dir.mkdir()
+    config = {"trainer": {"epochs": 2}, "db": {"password": "pw-1-secret", "host": "db.local"}}
+    (hydra_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    overrides = ["trainer.epochs=2", "+db.password=pw-1-secret", "+hub.uri=https://u:p-2@h/x"]
+    (hydra_dir / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    hydra = {"hydra": {"overrides": {"task": overrides}, "job": {"name": "run"}}}
+    (hydra_dir / "hydra.yaml").write_text(yaml.safe_dump(hydra))
+    untouched = (hydra_dir / "hydra.yaml").stat().st_mtime_ns
+
+    assert redact_saved_config(tmp_path) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
+    written = _all_bytes(hydra_dir)
+    assert b"pw-1-secret" not in written and b"p-2" not in written
+    saved = yaml.safe_load((hydra_dir / "config.yaml").read_text())
+    assert saved == {"trainer": {"epochs": 2}, "db": {"password": REDACTED, "host": "db.local"}}
+    assert yaml.safe_load((hydra_dir / "overrides.yaml").read_text()) == [
+        "trainer.epochs=2",
+        f"+db.password={REDACTED}",
+        f"+hub.uri=https://u:{REDACTED}@h/x",
+    ]
+    assert redact_saved_config(tmp_path) == []  # nothing left: nothing rewritten
+    assert untouched <= (hydra_dir / "hydra.yaml").stat().st_mtime_ns

@@ -120,3 +120,49 @@ def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
             batch = []
     if batch:
         yield batch
+
+
+_OVERRIDE = re.compile(r"^(?P<prefix>[+~]*)(?P<key>[\w.\-/@]+)=(?P<value>.*)$", re.DOTALL)
+
+
+def redact_override(text: str) -> str:
+    """``db.password=xyz`` -> ``db.password=***``; other overrides keep their value, without URI
+    credentials."""
+    match = _OVERRIDE.match(text)
+    if match and is_secret_key(match["key"].split("@")[0]):
+        return f"{match['prefix']}{match['key']}={REDACTED}"
+    return redact_uri(text)
+
+
+def _redact_tree(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_override(value)
+    if isinstance(value, Mapping):
+        return {
+            k: REDACTED if isinstance(k, str) and is_secret_key(k) else _redact_tree(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_redact_tree(v) for v in value]
+    return value
+
+
+def redact_saved_config(run_dir: Any) -> list[str]:
+    """Redact the config Hydra saved in ``<run_dir>/.hydra`` (``config.yaml``, ``overrides.yaml``,
+    ``hydra.yaml``, whose ``overrides.task`` repeats the command line), in place; returns the
+    files it rewrote. A file without a secret is left as Hydra wrote it."""
+    from pathlib import Path
+
+    import yaml
+
+    rewritten = []
+    for path in sorted((Path(run_dir) / ".hydra").glob("*.yaml")):
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError):
+            continue
+        redacted = _redact_tree(data)
+        if redacted != data:
+            path.write_text(yaml.safe_dump(redacted, sort_keys=False), encoding="utf-8")
+            rewritten.append(path.name)
+    return rewritten
