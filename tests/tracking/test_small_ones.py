@@ -124,6 +124,7 @@ def _leaves(config: dict) -> list[str]:
     return out
 
 
+@pytest.mark.slow
 def test_a_resumed_run_says_which_params_changed(tmp_path: Path, arrays: Any) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     first = MLflowLogger()
@@ -162,6 +163,7 @@ def test_replay_with_nothing_to_replay_exits_0(tmp_path: Path) -> None:
     assert "not a directory" in missing.stderr
 
 
+@pytest.mark.slow
 def test_the_zoo_list_prints_without_building_a_model() -> None:
     from trainkit.models import available_models
 
