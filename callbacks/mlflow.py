@@ -121,6 +121,7 @@ class MLflowLogger(TrainkitCallback):
         self._ended = False
         self._model_pending = False
         self._model_thread: threading.Thread | None = None
+        self._model_args: tuple[np.ndarray, np.ndarray, int] | None = None
         self._checkpoint_is_model = False
         self._confusion_logged = False
         self._stacked = False  # recorded in after_stack (in a Stack) or in the hooks
@@ -506,10 +507,10 @@ class MLflowLogger(TrainkitCallback):
             self._model_pending = False
             return
         output = self.model.predict(example, verbose=0)
-        step = self._final_step
+        self._model_args = (example, output, self._final_step)
         self._model_thread = threading.Thread(
             target=self._log_model_now,
-            args=(example, output, step),
+            args=self._model_args,
             name="trainkit-mlflow-model",
             daemon=True,
         )
@@ -662,6 +663,8 @@ class MLflowLogger(TrainkitCallback):
             if status is JobStatus.FINISHED:
                 self._log_confusion()
             self._wait_for_model()
+            if self._model_pending and self._model_args is not None:
+                self._log_model_now(*self._model_args)  # the store may be back by now
             if self._model_pending:
                 self._save_model_locally()
             writer.close(self.flush_timeout)
