@@ -175,9 +175,10 @@ class LogsObserver(Protocol):
     """A callback that records logs after the whole stack has run a hook.
 
     The stack calls ``after_stack(hook, index, logs)`` after every callback's
-    ``on_train_batch_end``, ``on_epoch_end`` and ``on_test_end``, with the logs as the last
-    callback left them: keys that callbacks placed after the recorder wrote are in them.
-    ``index`` is the batch or epoch index, None for ``on_test_end``.
+    ``on_train_batch_end``, ``on_epoch_end``, ``on_test_end`` and ``on_train_end``, with the
+    logs as the last callback left them: keys that callbacks placed after the recorder wrote
+    are in them. ``index`` is the batch or epoch index, None for ``on_test_end`` and
+    ``on_train_end``.
     """
 
     def after_stack(self, hook: str, index: int | None, logs: dict[str, Any]) -> None: ...

@@ -208,9 +208,11 @@ def train(cfg: DictConfig) -> float | None:
     from trainkit.data import load as load_data
     from trainkit.models import backbone_layers, build_model, resolve_input_shape
     from trainkit.stack import build_stack
+    from trainkit.tracking.flatten import redact_saved_config
 
     run_dir = output_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
+    redact_saved_config(run_dir)  # Hydra's .hydra/*.yaml: no password left in the run directory
     trainer = cfg.trainer
     runtime.configure(OmegaConf.to_container(trainer, resolve=True))
     seed = int(trainer.seed) if trainer.get("seed") is not None else 0

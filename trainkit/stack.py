@@ -8,7 +8,8 @@ a step: each callback gets the job's :class:`~trainkit.context.RunContext` and t
 ``predict`` as ``callbacks=stack``. Before any callback sees a train hook it ticks the clock; after
 every callback has run a hook that carries logs, it hands the final logs to the callbacks that
 record them (:class:`~trainkit.context.LogsObserver`), so a key written by the last callback
-reaches the loggers placed before it. Keras sets no params on a ``CallbackList`` it is given:
+reaches the loggers placed before it (``on_train_end`` too: the model is final only after every
+callback's ``on_train_end``). Keras sets no params on a ``CallbackList`` it is given:
 call :meth:`Stack.for_fit`, :meth:`Stack.for_evaluate` or :meth:`Stack.for_predict` first.
 """
 
@@ -239,6 +240,18 @@ class Stack(keras.callbacks.CallbackList):
             callback.on_epoch_end(epoch, logs)
         for observer in self._observers:
             observer.after_stack("on_epoch_end", epoch, logs)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        # After every callback's on_train_end: early stopping has restored the best weights,
+        # so what a recorder saves now is the model that evaluate() will measure.
+        if self._async_train:
+            self._flush_futures()
+        logs = pythonify_logs(logs)
+        for callback in self.callbacks:
+            callback.on_train_end(logs)
+        for observer in self._observers:
+            observer.after_stack("on_train_end", None, logs)
+        self._on_end()
 
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
         if self._async_test:
