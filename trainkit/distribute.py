@@ -225,15 +225,14 @@ def _is_multi_worker(strategy: Any) -> bool:
 def patch_keras_for_multi_worker() -> None:
     """Make Keras 3's TensorFlow trainer work under MultiWorkerMirroredStrategy (idempotent).
 
-    1. ``_maybe_symbolic_build`` reduces the first input batch with ``strategy.reduce("MEAN",
-       PerReplica, axis=None)``, which a multi-worker strategy cannot convert; it only needs
-       shapes and dtypes, so this worker's first replica's batch is used instead.
+    1. ``_maybe_symbolic_build`` pulls a batch and reduces it with ``strategy.reduce("MEAN",
+       PerReplica, axis=None)``, which a multi-worker strategy cannot convert; the build only
+       needs shapes and dtypes, so the dataset's element spec is passed instead.
     2. ``reduce_per_replica`` with ``"mean"`` (what ``fit`` and ``evaluate`` use) reduces every
        value along axis 0, and a scalar metric has none: scalars are reduced with ``axis=None``.
 
     Single-process strategies go through Keras's own code unchanged.
     """
-    import tensorflow as tf
     from keras.src import tree
     from keras.src.backend.tensorflow import trainer as tf_trainer
 
@@ -246,17 +245,9 @@ def patch_keras_for_multi_worker() -> None:
         strategy = self._distribute_strategy
         if iterator is None or not _is_multi_worker(strategy):
             return original_build(self, iterator=iterator, data_batch=data_batch)
-        for _, _, it in iterator:
-            batch = next(it)
-            data_batch = tree.map_structure(
-                lambda value: (
-                    strategy.experimental_local_results(value)[0]
-                    if isinstance(value, tf.distribute.DistributedValues)
-                    else value
-                ),
-                batch,
-            )
-            break
+        # Only shapes and dtypes are read: the dataset's element spec gives them without
+        # pulling a batch (under MWMS a pull is a collective, and it leaves an iterator behind).
+        data_batch = iterator.data_adapter.get_tf_dataset().element_spec
         with strategy.scope():
             self._symbolic_build(data_batch=data_batch)
 
