@@ -61,7 +61,8 @@ def test_two_workers_train_alike_and_only_the_chief_writes(tmp_path: Path) -> No
     runs = mlflow_runs(tmp_path / "mlflow.db")
     assert len(runs) == 1 and runs[0].info.status == "FINISHED"
     train_logs = list((run_dir / "tensorboard" / "train").glob("events.out.tfevents.*"))
-    assert len({path.name.split(".")[4] for path in train_logs}) == 1  # one writing process
+    # events.out.tfevents.<time>.<host>.<pid>.<n>.<suffix>: one writing process
+    assert len({path.name.rsplit(".", 3)[1] for path in train_logs}) == 1
     hooks = [e["hook"] for e in events(run_dir)]
     assert hooks.count("on_train_begin") == 1
     assert len(list((run_dir / "checkpoints").glob("last.keras"))) == 1

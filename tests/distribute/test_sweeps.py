@@ -86,8 +86,6 @@ def test_optuna_runs_three_trials_on_the_returned_metric(tmp_path: Path) -> None
             *SWEEP,
             "hparams_search=optuna",
             "hydra.sweeper.n_trials=3",
-            "trainer.batch_size=16",
-            "hydra.sweeper.params={optimizer.learning_rate: 'tag(log, interval(1e-5, 1e-2))'}",
             f"hydra.sweep.dir={sweep_dir}",
         ],
         timeout=240,
