@@ -89,6 +89,8 @@ def _jsonable(value: Any) -> Any:
 class HookLogger(TrainkitCallback):
     """Records every hook call as a JSON line; see the module docstring."""
 
+    chief_only = True  # multi-worker: only the chief writes (trainkit.stack.Stack)
+
     def __init__(
         self,
         path: str = "events.jsonl",

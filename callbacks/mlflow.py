@@ -89,6 +89,8 @@ class MLflowLogger(TrainkitCallback):
         flush_timeout: how long ``on_job_end`` waits for the store before spooling the rest.
     """
 
+    chief_only = True  # multi-worker: only the chief writes (trainkit.stack.Stack)
+
     # Batch hooks only append to a deque and read the optimizer's LR: safe on Keras' async
     # dispatch thread pool, which keeps the training loop from waiting on every step's logs.
     async_safe = True

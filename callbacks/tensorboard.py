@@ -74,6 +74,8 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
         log_dir: overrides ``<run_dir>/tensorboard``.
     """
 
+    chief_only = True  # multi-worker: only the chief writes (trainkit.stack.Stack)
+
     def __init__(
         self,
         log_every_n_steps: int = 1,

@@ -161,7 +161,11 @@ def build_stack(
 class Stack(keras.callbacks.CallbackList):
     """The job's callbacks as one Keras ``CallbackList`` that ticks the shared clock.
 
+    On a worker that is not the chief (``context.is_chief`` False), callbacks whose class sets
+    ``chief_only = True`` are not part of the stack: no hook reaches them.
+
     Attributes:
+        skipped: the chief-only callbacks left out on a non-chief worker.
         clock: the :class:`~callbacks.base.StepClock` every library callback reads.
         context: the run context, whose ``callbacks`` and ``clock`` this stack sets.
         user_callbacks: the callbacks of the stack, without the History / progress bar that
@@ -176,7 +180,9 @@ class Stack(keras.callbacks.CallbackList):
     ) -> None:
         self.clock = context.clock or StepClock()
         self.context = context
-        self.user_callbacks = list(callbacks)
+        # Off the chief of a multi-worker job, callbacks that write shared output are left out.
+        self.skipped = [] if context.is_chief else [cb for cb in callbacks if _chief_only(cb)]
+        self.user_callbacks = [cb for cb in callbacks if not any(cb is s for s in self.skipped)]
         context.clock = self.clock
         context.callbacks = self.user_callbacks
         for callback in self.user_callbacks:
@@ -292,3 +298,7 @@ class Stack(keras.callbacks.CallbackList):
                 name = getattr(callback, "trainkit_name", type(callback).__name__)
                 problems.append(f"{name}: {exc.__class__.__name__}: {exc}")
         return problems
+
+
+def _chief_only(callback: keras.callbacks.Callback) -> bool:
+    return bool(getattr(callback, "chief_only", False))

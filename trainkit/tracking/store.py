@@ -106,6 +106,28 @@ def _read_id(path: Path) -> str | None:
     return text or None
 
 
+def _create_sqlite_tables_once(client: MlflowClient, uri: str) -> None:
+    """Make the store's tables exist, one process at a time for a SQLite file.
+
+    The jobs of a parallel sweep (joblib, submitit) open a new SQLite store at the same moment,
+    and MLflow's schema creation is not safe against itself (``table _alembic_tmp_... already
+    exists``): a lock file beside the database lets the first create the tables, the others
+    then find them.
+    """
+    if not uri.startswith("sqlite:///"):
+        return
+    import fcntl
+
+    database = Path(uri.removeprefix("sqlite:///")).expanduser()
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{database}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client.search_experiments(max_results=1)  # creates or migrates the tables
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 class TrackedRun:
     """The run of one job in one store. ``open()`` creates or resumes it."""
 
@@ -140,6 +162,7 @@ class TrackedRun:
         with self._lock:
             if self.run_id is not None:
                 return self.run_id
+            _create_sqlite_tables_once(self.client, self.spec.uri)
             self.experiment_id = self._experiment_id()
             previous = _read_id(self.run_id_file) if self.run_id_file else None
             resumed = bool(previous) and self._resume(previous)
