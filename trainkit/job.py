@@ -61,7 +61,7 @@ def main(cfg: DictConfig) -> float | None:
         log.debug("interrupted", exc_info=True)
         name = getattr(stop, "name", "SIGINT")
         print(
-            f"interrupted ({name}): the MLflow run ended KILLED; the backup, checkpoints and "
+            f"interrupted: the MLflow run ended KILLED ({name}); the backup, checkpoints and "
             "logs are in the run directory; rerun the same command to resume",
             file=sys.stderr,
             flush=True,
