@@ -102,6 +102,7 @@ class Backup(TrainkitCallback):
         # Set by the job when the data already starts at the saved batch (resume_within_epoch).
         self.data_positioned = False
         self._skip_steps = 0
+        self._pending_save: tuple[int, int] | None = None
 
     @property
     def directory(self) -> Path:
@@ -172,6 +173,7 @@ class Backup(TrainkitCallback):
         self._interrupted = False
         self._pending_states: dict[str, Any] = {}
         self._metric_state: list[Any] = []
+        self._pending_save: tuple[int, int] | None = None
         self.restored = None
         meta = self._read()
         if meta is None:
@@ -273,15 +275,43 @@ class Backup(TrainkitCallback):
         if signals.requested() is not None:
             # SIGINT / SIGTERM: this step is done; the job stops after the batch hooks.
             self._interrupted = True
-            self.save(self._epoch, done)
+            # Now: GracefulStop raises before the stack's after_stack; the loggers record this
+            # step's pending logs when the job ends them (on_job_end).
+            self._pending_save = (self._epoch, done)
+            self._save_pending()
         elif clock.due(self.save_every_n_steps) and not (self._steps and done >= self._steps):
-            self.save(self._epoch, done)  # (an epoch's last step: on_epoch_end saves it)
+            self._pending_save = (self._epoch, done)  # (an epoch's last step: epoch end saves)
+        if not self._in_stack():
+            self._save_pending()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         last_epoch = epoch + 1 >= int(self.params.get("epochs") or 0)
         if last_epoch or self.model.stop_training or self._interrupted:
             return  # on_train_end, which comes next, saves the final state
-        self.save(epoch + 1, 0)
+        self._pending_save = (epoch + 1, 0)
+        if not self._in_stack():
+            self._save_pending()
+
+    def after_stack(self, hook: str, index: int | None, logs: dict[str, Any]) -> None:
+        """In a stack, a state is committed after every callback ran the hook and the loggers
+        recorded it (``LogsObserver``s before this one), and after the MLflow writer sent what
+        it holds: a job killed right after the commit has the tracking store up to that step,
+        so the rerun's history continues without a gap."""
+        if hook in ("on_train_batch_end", "on_epoch_end"):
+            self._save_pending()
+
+    def _in_stack(self) -> bool:
+        return self.context is not None and any(cb is self for cb in self.context.callbacks)
+
+    def _save_pending(self) -> None:
+        pending, self._pending_save = self._pending_save, None
+        if pending is None:
+            return
+        for callback in self.context.callbacks if self.context is not None else []:
+            writer = getattr(callback, "writer", None)
+            if writer is not None and callable(getattr(writer, "flush", None)):
+                writer.flush(timeout=10.0)
+        self.save(*pending)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self._interrupted:
