@@ -206,13 +206,22 @@ def train(cfg: DictConfig) -> float | None:
 
     from trainkit.context import JobStatus, RunContext, SplitSteps
     from trainkit.data import load as load_data
+    from trainkit.distribute import make_strategy, shard
     from trainkit.models import backbone_layers, build_model, resolve_input_shape
     from trainkit.stack import build_stack
+    from trainkit.tracking.flatten import redact_saved_config
 
     run_dir = output_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
+    redact_saved_config(run_dir)  # Hydra's .hydra/*.yaml: no password left in the run directory
     trainer = cfg.trainer
     runtime.configure(OmegaConf.to_container(trainer, resolve=True))
+    placement = make_strategy(
+        trainer.get("strategy") or "auto",
+        trainer.get("devices"),
+        float(trainer.get("cluster_timeout") or 300),
+    )
+    log.info(placement.describe())
     seed = int(trainer.seed) if trainer.get("seed") is not None else 0
 
     model_name = cfg.model.name
@@ -223,18 +232,25 @@ def train(cfg: DictConfig) -> float | None:
         batch_size=int(trainer.batch_size),
         seed=seed,
     )
-    options = OmegaConf.to_container(cfg.model.get("options") or {}, resolve=True)
-    model = build_model(
-        model_name,
-        data.num_classes,
-        input_shape=input_shape,
-        weights=cfg.model.get("weights"),
-        **options,
+    # batch_size is the global batch; several workers each read their own share of it.
+    train_data, val_data, test_data = (
+        map(shard, (data.train, data.val, data.test))
+        if placement.num_workers > 1
+        else (data.train, data.val, data.test)
     )
-    if cfg.model.get("freeze_backbone"):
-        for layer in backbone_layers(model):
-            layer.trainable = False
-    compile_model(model, cfg, data.num_classes)
+    options = OmegaConf.to_container(cfg.model.get("options") or {}, resolve=True)
+    with placement.strategy.scope():  # variables, the optimizer's included, on every replica
+        model = build_model(
+            model_name,
+            data.num_classes,
+            input_shape=input_shape,
+            weights=cfg.model.get("weights"),
+            **options,
+        )
+        if cfg.model.get("freeze_backbone"):
+            for layer in backbone_layers(model):
+                layer.trainable = False
+        compile_model(model, cfg, data.num_classes)
     (run_dir / "class_names.json").write_text(json.dumps(data.class_names))
 
     sample_images, _ = data.sample_batch("train")
@@ -262,6 +278,9 @@ def train(cfg: DictConfig) -> float | None:
             predict=math.ceil(len(predict_images) / data.batch_size),
         ),
         precision=keras.mixed_precision.global_policy().name,
+        is_chief=placement.is_chief,
+        strategy=placement.name,
+        worker_index=placement.worker_index,
     )
     stack = build_stack(cfg.get("callbacks"), context, model)
 
@@ -281,8 +300,8 @@ def train(cfg: DictConfig) -> float | None:
     test: dict[str, float] = {}
     try:
         fit = model.fit(
-            data.train,
-            validation_data=data.val,
+            train_data,
+            validation_data=val_data,
             epochs=int(trainer.epochs),
             steps_per_epoch=int(steps_per_epoch),
             validation_steps=int(validation_steps),
@@ -291,7 +310,7 @@ def train(cfg: DictConfig) -> float | None:
         )
         history = fit.history
         test = model.evaluate(
-            data.test, callbacks=stack.for_evaluate(context.steps.test), return_dict=True
+            test_data, callbacks=stack.for_evaluate(context.steps.test), return_dict=True
         )
         model.predict(
             predict_images,

@@ -8,7 +8,8 @@ a step: each callback gets the job's :class:`~trainkit.context.RunContext` and t
 ``predict`` as ``callbacks=stack``. Before any callback sees a train hook it ticks the clock; after
 every callback has run a hook that carries logs, it hands the final logs to the callbacks that
 record them (:class:`~trainkit.context.LogsObserver`), so a key written by the last callback
-reaches the loggers placed before it. Keras sets no params on a ``CallbackList`` it is given:
+reaches the loggers placed before it (``on_train_end`` too: the model is final only after every
+callback's ``on_train_end``). Keras sets no params on a ``CallbackList`` it is given:
 call :meth:`Stack.for_fit`, :meth:`Stack.for_evaluate` or :meth:`Stack.for_predict` first.
 """
 
@@ -160,7 +161,11 @@ def build_stack(
 class Stack(keras.callbacks.CallbackList):
     """The job's callbacks as one Keras ``CallbackList`` that ticks the shared clock.
 
+    On a worker that is not the chief (``context.is_chief`` False), callbacks whose class sets
+    ``chief_only = True`` are not part of the stack: no hook reaches them.
+
     Attributes:
+        skipped: the chief-only callbacks left out on a non-chief worker.
         clock: the :class:`~callbacks.base.StepClock` every library callback reads.
         context: the run context, whose ``callbacks`` and ``clock`` this stack sets.
         user_callbacks: the callbacks of the stack, without the History / progress bar that
@@ -175,7 +180,9 @@ class Stack(keras.callbacks.CallbackList):
     ) -> None:
         self.clock = context.clock or StepClock()
         self.context = context
-        self.user_callbacks = list(callbacks)
+        # Off the chief of a multi-worker job, callbacks that write shared output are left out.
+        self.skipped = [] if context.is_chief else [cb for cb in callbacks if _chief_only(cb)]
+        self.user_callbacks = [cb for cb in callbacks if not any(cb is s for s in self.skipped)]
         context.clock = self.clock
         context.callbacks = self.user_callbacks
         for callback in self.user_callbacks:
@@ -240,6 +247,18 @@ class Stack(keras.callbacks.CallbackList):
         for observer in self._observers:
             observer.after_stack("on_epoch_end", epoch, logs)
 
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        # After every callback's on_train_end: early stopping has restored the best weights,
+        # so what a recorder saves now is the model that evaluate() will measure.
+        if self._async_train:
+            self._flush_futures()
+        logs = pythonify_logs(logs)
+        for callback in self.callbacks:
+            callback.on_train_end(logs)
+        for observer in self._observers:
+            observer.after_stack("on_train_end", None, logs)
+        self._on_end()
+
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
         if self._async_test:
             self._flush_futures()
@@ -279,3 +298,7 @@ class Stack(keras.callbacks.CallbackList):
                 name = getattr(callback, "trainkit_name", type(callback).__name__)
                 problems.append(f"{name}: {exc.__class__.__name__}: {exc}")
         return problems
+
+
+def _chief_only(callback: keras.callbacks.Callback) -> bool:
+    return bool(getattr(callback, "chief_only", False))
