@@ -19,4 +19,10 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    import sys
+
+    from trainkit.config.callbacks import exit_on_callback_override_error
+
+    # A misspelt callback option, or one of a callback the stack lacks: one line, exit 2.
+    exit_on_callback_override_error(sys.argv[1:])
     main()
