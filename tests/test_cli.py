@@ -42,6 +42,7 @@ def full_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path, Path]
         [
             "model=alexnet",
             "callbacks=full",
+            "trainer.precision=float32",
             "data.limit=64",
             "data.image_size=67",
             "trainer.epochs=2",

@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from trainkit.errors import ConfigError, TrainkitError
+from trainkit.hydra_run import hydra_choice, output_dir
 
 log = logging.getLogger("trainkit")
 
@@ -50,29 +51,6 @@ def main(cfg: DictConfig) -> float | None:
             flush=True,
         )
         raise SystemExit(130) from None
-
-
-def output_dir(cfg: DictConfig) -> Path:
-    """Hydra's run directory (``hydra.run.dir``), or ``paths.output_dir`` when set by hand."""
-    from hydra.core.hydra_config import HydraConfig
-
-    configured = OmegaConf.select(cfg, "paths.output_dir", throw_on_resolution_failure=False)
-    if configured:
-        return Path(configured).resolve()
-    if HydraConfig.initialized():
-        return Path(HydraConfig.get().runtime.output_dir).resolve()
-    raise ConfigError("no run directory: run through run.py or set paths.output_dir=DIR")
-
-
-def hydra_choice(group: str) -> str:
-    """The option chosen for a config group (``full`` for ``callbacks=full``), if known."""
-    from hydra.core.hydra_config import HydraConfig
-
-    if HydraConfig.initialized():
-        choice = HydraConfig.get().runtime.choices.get(group)
-        if choice:
-            return str(choice)
-    return "custom"
 
 
 def tracking_settings(cfg: DictConfig) -> dict[str, Any]:

@@ -17,8 +17,8 @@ def predict(cfg: DictConfig) -> list[dict]:
     from trainkit import runtime
 
     runtime.quiet_tensorflow()
-    from trainkit.job import output_dir
-    from trainkit.predict import run_predict_task
+    from trainkit.hydra_run import output_dir
+    from trainkit.topk import run_predict_task
 
     if not cfg.get("checkpoint"):
         raise ConfigError("task=predict needs checkpoint=PATH (a .keras file from a run)")
