@@ -28,6 +28,7 @@ checks its own outcome.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import json
 import os
@@ -51,7 +52,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PROGRAMS = (
     "python run.py",
-    ".venv/bin/python run.py",
+    ".venv/bin/python ",
     "python -m ",
     "python3 -m ",
     "python benchmarks/",
@@ -147,6 +148,7 @@ class Case:
     error: str = ""
     path: str = "/"
     same: str = ""
+    ci: tuple[str, str] = (".ci/run", "")  # for kind ci: the file that runs it, and what it holds
     check: Callable[[Outcome], None] | None = None
 
     @property
@@ -202,6 +204,11 @@ def _check_replay(outcome: Outcome) -> None:
     assert "wrote" in outcome.stdout, outcome.stdout
 
 
+def _check_compare(outcome: Outcome) -> None:
+    (table,) = outcome.cwd.glob("multirun/*/*/comparison.csv")
+    assert "alexnet" in table.read_text()
+
+
 def _check_one_cycle(outcome: Outcome) -> None:
     config = next(outcome.cwd.glob("outputs/*/*/.hydra/config.yaml")).read_text()
     assert "schedule: one_cycle" in config
@@ -217,7 +224,11 @@ CASES: dict[str, Case] = {
     "python3 -m venv .venv": Case("ci-venv", kind="ci"),
     ".venv/bin/pip install -e .": Case("ci-install", kind="ci"),
     '.venv/bin/pip install -e ".[dev]"': Case("ci-install-dev", kind="ci"),
-    ".venv/bin/pytest": Case("ci-pytest", kind="ci"),
+    ".venv/bin/python tests/run_suite.py": Case("ci-run-suite", kind="ci"),
+    # the quick check while working: the first part of tests/run_suite.py, which .ci/run runs
+    '.venv/bin/pytest -m "not slow and not server"': Case(
+        "quick-check", kind="ci", ci=("tests/run_suite.py", "not slow and not server")
+    ),
     "mlflow ui --backend-store-uri sqlite:///…/mlflow.db": Case(
         "mlflow-ui-printed", kind="serve", lane="base", fill=(("…", "sandbox"),), path="/health"
     ),
@@ -317,6 +328,13 @@ CASES: dict[str, Case] = {
         fill=(("<date>/<time>", "sweep_rel"),),
         path="/data/runs",
     ),
+    # one model of the comparison (test_compare.py runs two and checks the table)
+    "python run.py -m experiment=compare": Case(
+        "compare-all", append=("model=alexnet", *TINY), check=_check_compare
+    ),
+    "python run.py -m experiment=compare model=alexnet,vgg16": Case(
+        "compare-few", check=_check_compare
+    ),
     "PYTHONPATH=docs/examples python run.py callbacks=full "
     "+callbacks.mine._target_=my_callbacks.BatchLossCSV +callbacks.mine.every=10": Case(
         "guide-example", check=_check_user_callback
@@ -412,15 +430,17 @@ class Sandbox:
             line += f" --port {port}"
         line += " --host 127.0.0.1"
         started = time.monotonic()
-        process = subprocess.Popen(
-            ["bash", "-c", f"exec {line}"],
-            cwd=self.path,
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
+        # a file, not a pipe: a server's log nobody reads would fill a pipe and block it
+        log = self.path / f"serve-{port}.log"
+        with log.open("w") as sink:
+            process = subprocess.Popen(
+                ["bash", "-c", f"exec {line}"],
+                cwd=self.path,
+                env=self.env,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         status, body = None, ""
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and process.poll() is None:
@@ -432,7 +452,9 @@ class Sandbox:
                     break
             except OSError:
                 time.sleep(0.5)
-        outcome = Outcome(command, line, status, body, "", self.path, time.monotonic() - started)
+        seconds = time.monotonic() - started
+        output = log.read_text(errors="replace")[-3000:]
+        outcome = Outcome(command, line, status, body, output, self.path, seconds)
         if keep:
             return outcome, process
         _stop(process)
@@ -454,9 +476,6 @@ def _stop(process: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=20)
-    finally:
-        if process.stdout:
-            process.stdout.close()
 
 
 def _failed(command: str, sandbox: Sandbox, error: BaseException) -> Outcome:
@@ -506,6 +525,13 @@ def _base_steps(sandbox: Sandbox, commands: list[str], results: dict[str, Outcom
         outcome, server = sandbox.serve(MLFLOW_UI, CASES[MLFLOW_UI], port, keep=True)
         results[MLFLOW_UI] = outcome
         try:
+            # each worker's first answer is slow; replay's probe waits 2 s
+            for _ in range(8):
+                with contextlib.suppress(OSError):
+                    urllib.request.urlopen(
+                        f"http://127.0.0.1:{port}/api/2.0/mlflow/experiments/search?max_results=1",
+                        timeout=30,
+                    ).close()
             for command in commands:
                 if "replay" in CASES[command].id:
                     results[command] = sandbox.run(command, CASES[command])
@@ -597,13 +623,15 @@ def test_recognises_fences_inline_code_and_continuations():
 
 
 @pytest.mark.parametrize("command", list(CASES), ids=[case.id for case in CASES.values()])
-def test_documented_command(outcomes, command):
+def test_documented_command(request, command):
     case = CASES[command]
     if case.kind == "ci":
-        ci = (ROOT / ".ci/run").read_text().replace(" -q", "")
-        wanted = command.replace('-e "', '-e "').replace("install -e .", 'install -e ".[dev]"')
-        assert wanted in ci, f".ci/run does not run {command!r}"
+        path, wanted = case.ci
+        text = (ROOT / path).read_text().replace(" -q", "")
+        wanted = wanted or command.replace("install -e .", 'install -e ".[dev]"')
+        assert wanted in text, f"{path} does not run {command!r}"
         return
+    outcomes = request.getfixturevalue("outcomes")
     if case.kind == "same":
         assert command.replace(".venv/bin/python", "python") == case.same
         base = outcomes[case.same]

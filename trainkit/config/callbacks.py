@@ -55,6 +55,7 @@ ENTRIES: dict[str, str] = {
     "backup": "callbacks.backup.Backup",
     "lr_finder": "callbacks.lr_finder.LRFinder",
     "backbone_finetuning": "callbacks.backbone_finetuning.BackboneFinetuning",
+    "model_report": "callbacks.model_report.ModelReport",
 }
 
 # Callbacks whose ``**options`` are another function's keyword-only parameters: those become keys
