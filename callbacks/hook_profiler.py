@@ -53,6 +53,8 @@ class HookProfiler(TrainkitCallback):
         #   hook_profiler: {_target_: callbacks.hook_profiler.HookProfiler}
     """
 
+    chief_only = True  # multi-worker: only the chief writes (trainkit.stack.Stack)
+
     def __init__(self, print_table: bool = True, filename: str = "hook_profile") -> None:
         super().__init__()
         self.print_table = print_table

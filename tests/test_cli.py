@@ -159,7 +159,7 @@ def test_last_lines_say_where_to_look(full_run):
 
 def test_unknown_model_lists_the_options(tmp_path):
     result = run_cli(["model=resnet9000"], tmp_path, timeout=120)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "Could not find 'model/resnet9000'" in result.stderr
     assert "alexnet" in result.stderr and "Traceback" not in result.stderr
 

@@ -341,7 +341,7 @@ def test_option_of_a_callback_the_stack_lacks_is_explained(compose_cfg):
 
 def test_options_added_with_plus_are_checked_at_build(compose_cfg):
     cfg = compose_cfg(["+callbacks.early_stopping.patiense=3"])
-    with pytest.raises(ConfigError, match="has no option 'patiense'.*its options: monitor"):
+    with pytest.raises(ConfigError, match="callbacks.early_stopping.*'patiense'.*min_delta"):
         instantiate_callbacks(cfg.callbacks)
     cfg = compose_cfg(["callbacks=none", "+callbacks.lr_schedule.schedule=one_cycle"])
     with pytest.raises(ConfigError, match=r"callbacks.lr_schedule is not in .*callbacks=full"):
@@ -367,12 +367,8 @@ def test_user_callbacks_keep_working_and_are_checked(compose_cfg, tmp_path):
             "+callbacks.mine.seperator=tab",
         ]
     )
-    with pytest.raises(ConfigError) as err:
+    with pytest.raises(ConfigError, match="callbacks.mine.*'seperator'.*filename, separator"):
         instantiate_callbacks(cfg.callbacks)
-    assert "callbacks.mine (CSVLogger) has no option 'seperator' (did you mean separator?)" in str(
-        err.value
-    )
-    assert "filename, separator, append" in str(err.value)
     # **kwargs callbacks take anything
     cfg = compose_cfg(["callbacks=none", "+callbacks.mine._target_=keras.callbacks.LambdaCallback"])
     assert isinstance(instantiate_callbacks(cfg.callbacks)[0], keras.callbacks.LambdaCallback)

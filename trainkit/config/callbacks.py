@@ -361,27 +361,12 @@ def missing_entry_message(entry: str, stack: str | None = None) -> str:
 
 
 def check_entry(name: str, entry: Any) -> None:
-    """Raise :class:`ConfigError` when ``callbacks.<name>`` sets an option its ``_target_`` does
-    not take, or sets options of a library callback without the callback (``+callbacks.
-    lr_schedule.schedule=one_cycle`` on a stack without it). Anything else (no ``_target_``, a
-    target that cannot be imported) is left to the caller and ``instantiate``, which say why."""
-    if not isinstance(entry, Mapping):
-        return
-    if "_target_" not in entry:
-        if name in ENTRIES:
-            raise ConfigError(missing_entry_message(name))
-        return
-    target = str(entry["_target_"])
-    try:
-        found = signature(target)
-    except Exception:  # noqa: BLE001 - an import error is instantiate's to report
-        return
-    if found.var_keyword:
-        return
-    keys = [str(key) for key in entry if not str(key).startswith("_")]
-    unknown = [key for key in keys if key not in found.names]
-    if unknown:
-        raise ConfigError(unknown_option_message(name, target, unknown))
+    """Raise :class:`ConfigError` for options of a library callback set without the callback
+    (``+callbacks.lr_schedule.schedule=one_cycle`` on a stack without it): the message says
+    which configs hold it and how to add it. The options of an entry with a ``_target_`` are
+    checked against its signature by :func:`trainkit.stack.check_callback_entry`."""
+    if isinstance(entry, Mapping) and "_target_" not in entry and name in ENTRIES:
+        raise ConfigError(missing_entry_message(name))
 
 
 _STRUCT_KEY = re.compile(r"Key '([^']+)' (?:is not in struct|not in '[^']+')")
