@@ -385,7 +385,7 @@ def tensorboard_pages(base: str) -> dict[str, tuple[str, list[str]]]:
     return {
         "tensorboard_scalars": (f"{base}/#timeseries", ["epoch_loss", "epoch_accuracy"]),
         "tensorboard_images": (f"{base}/#images", ["augmented_samples"]),
-        "tensorboard_hparams": (f"{base}/#hparams", ["trainer.epochs", "Session"]),
+        "tensorboard_hparams": (f"{base}/#hparams", ["trainer.epochs", "model.name"]),
     }
 
 
