@@ -19,4 +19,7 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    # Config errors (an unknown option, a bad override, a wrong type) as one line, exit 2.
+    from trainkit.errors import run_reporting_errors
+
+    run_reporting_errors(main)

@@ -1,21 +1,37 @@
-"""What each callback costs a training step, as a ratio to training with no callback.
+"""What each callback costs a training step: extra microseconds and the ratio to no callback.
 
-    python benchmarks/callback_overhead.py [--rounds 3] [--steps 200] [--only none,mlflow,full]
+    python benchmarks/callback_overhead.py [--model mlp|cnn|both] [--rounds 5] [--steps 300]
+                                           [--only none,mlflow,full] [--spe 1,10]
 
-The model is the reference CNN (Conv32-Pool-Conv64-Pool-Conv128-GlobalAveragePooling-Dense10,
-94,538 params) on random 32x32x3 images in tf.data, batch 64, 2 epochs of ``--steps`` steps plus
-5 validation steps (several callbacks monitor ``val_loss``). The figure of a configuration is
-the wall time of the SECOND epoch (the first one traces the graphs) divided by its steps,
-measured from the end of the first epoch's ``on_epoch_end`` hooks to the end of the second's,
-so work a callback does at epoch end counts. Configurations are interleaved round by round, so
-a slow minute of a shared machine hits them all; the median over rounds is reported.
+Two models, because a slow step hides a per-step cost that a fast one shows:
+
+* ``mlp``, the fast-step model: Dense 64 -> 128 -> 10 on random features, batch 64, tf.data from
+  memory (about a millisecond a step, what a GPU step of a small model takes);
+* ``cnn``, the reference CNN (Conv32-Pool-Conv64-Pool-Conv128-GAP-Dense10, 94,538 params) on
+  random 32x32x3 images, batch 64.
+
+Each run trains 2 epochs of ``--steps`` steps plus 5 validation steps, through the job's own
+wiring (:func:`trainkit.stack.build_stack`). The figure of a run is the wall time of the SECOND
+epoch (the first traces the graphs) per step, from the end of the first epoch's hooks to the
+end of the second's, so work done at epoch end counts.
+
+Every configuration is measured **paired**: in each round it runs right beside a ``none`` run
+(alternating which goes first), and the table gives the median over rounds of the pair's
+difference (extra us a step) and ratio. An earlier default compared the median of a
+configuration's rounds with the median of ``none``'s rounds, taken minutes apart: on this
+shared 2-core machine one configuration's step time varies by up to 25% between rounds, so
+with 3 rounds that ratio moved by +-10% from run to run (1.12x against 1.02x for the same
+stack); pairing cancels the drift both share. The ``hook us`` column is measured directly,
+without a baseline: the time the training thread spends inside the stack's hook dispatch per
+step (all callbacks' hooks, epoch-end work included), which is what a callback adds on top of
+Keras when its work is not hidden behind the device.
 
 Rows: ``none``; each module of ``callbacks/`` alone (its entry in ``conf/callbacks/full.yaml``
-if there is one, else its defaults); ``full``, the stack ``conf/callbacks/full.yaml`` composed by
-Hydra with MLflow and TensorBoard logging every step; ``full without tracking``, the same
-stack less those two (the library's own share); and two anchors:
-``mlflow.keras.MlflowCallback(log_every_epoch=False, log_every_n_steps=1)`` and
-``keras.callbacks.TensorBoard(update_freq="batch")``. MLflow writes to a temporary SQLite store.
+if there is one, else its defaults); ``full`` (the composed stack, MLflow and TensorBoard
+logging every step); ``full without tracking`` (the library's own share); two anchors,
+``mlflow.keras.MlflowCallback(log_every_n_steps=1)`` and ``keras.callbacks.TensorBoard(
+update_freq="batch")``; and with ``--spe 1,10``, ``full`` and ``none`` at
+``steps_per_execution=10`` too. MLflow writes to a temporary SQLite store.
 """
 
 from __future__ import annotations
@@ -43,7 +59,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from trainkit.context import RunContext  # noqa: E402
+from trainkit.context import JobStatus, RunContext  # noqa: E402
+from trainkit.stack import build_stack  # noqa: E402
 
 REFERENCE_PARAMS = 94_538
 BATCH = 64
@@ -67,6 +84,7 @@ NAMED = [
 ]
 
 Factory = Callable[[Path], list[keras.callbacks.Callback]]
+Sample = tuple[float, float]
 
 
 def reference_model() -> keras.Model:
@@ -85,34 +103,68 @@ def reference_model() -> keras.Model:
     )
     if model.count_params() != REFERENCE_PARAMS:
         raise SystemExit(f"reference CNN has {model.count_params()} params, not {REFERENCE_PARAMS}")
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
     return model
 
 
-def datasets() -> tuple[tf.data.Dataset, tf.data.Dataset]:
+def fast_model() -> keras.Model:
+    """A model whose step takes about what a GPU step of a small model takes (~1 ms)."""
+    return keras.Sequential(
+        [
+            keras.Input((64,)),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+
+
+MODELS: dict[str, Callable[[], keras.Model]] = {"mlp": fast_model, "cnn": reference_model}
+
+
+def datasets(kind: str) -> tuple[tf.data.Dataset, tf.data.Dataset]:
     rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, (BATCH * 20, 32, 32, 3)).astype("float32") / 255.0
+    shape = (64,) if kind == "mlp" else (32, 32, 3)
+    x = rng.uniform(0, 1, (BATCH * 20, *shape)).astype("float32")
     y = rng.integers(0, 10, BATCH * 20)
     train = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH).cache().repeat()
     val = tf.data.Dataset.from_tensor_slices((x[: BATCH * VAL_STEPS], y[: BATCH * VAL_STEPS]))
     return train.prefetch(tf.data.AUTOTUNE), val.batch(BATCH).cache()
 
 
-class EpochClock(keras.callbacks.Callback):
-    """Last in the list, so its on_epoch_end runs after every other callback's."""
+class NoOpBatchHooks(keras.callbacks.Callback):
+    """Both train batch hooks, doing nothing: Keras's own floor for a callback that has them."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.ends: list[tuple[float, float]] = []
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        pass
 
-    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-        # CPU time of the whole process too (background writer threads included): on a
-        # shared machine it moves less with the neighbours' load than the wall time does.
-        self.ends.append((time.perf_counter(), time.process_time()))
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        pass
+
+
+class HookTimer:
+    """Time the training thread spends inside the stack's train hooks, and epoch-end marks.
+
+    Wraps the dispatch methods of one :class:`trainkit.stack.Stack` instance (the stack itself
+    is built the job's way); ``marks`` holds (wall clock, hook seconds so far) after each epoch.
+    """
+
+    HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_epoch_begin", "on_epoch_end")
+
+    def __init__(self, stack: Any) -> None:
+        self.total = 0.0
+        self.marks: list[tuple[float, float]] = []
+        for hook in self.HOOKS:
+            setattr(stack, hook, self._timed(getattr(stack, hook), hook == "on_epoch_end"))
+
+    def _timed(self, method: Callable[..., None], mark: bool) -> Callable[..., None]:
+        def timed(*args: Any, **kwargs: Any) -> None:
+            start = time.perf_counter()
+            method(*args, **kwargs)
+            end = time.perf_counter()
+            self.total += end - start
+            if mark:
+                self.marks.append((end, self.total))
+
+        return timed
 
 
 # ---------------------------------------------------------------------------- configurations
@@ -162,16 +214,14 @@ def module_entry(name: str, full: dict[str, Any] | None) -> dict[str, Any] | Non
 
 
 def instantiate(entries: dict[str, Any], run_dir: Path) -> list[keras.callbacks.Callback]:
-    from hydra.utils import instantiate as hydra_instantiate
+    from trainkit.stack import instantiate_callbacks
 
-    callbacks = []
-    for entry in entries.values():
-        if entry is None:
-            continue
-        callback = hydra_instantiate(entry, _convert_="all")
-        if isinstance(callback, keras.callbacks.Callback):
-            callbacks.append(callback)
-    context = RunContext(
+    return instantiate_callbacks(entries)
+
+
+def bench_context(run_dir: Path) -> RunContext:
+    """What the job would hand the callbacks for the reference model."""
+    return RunContext(
         run_dir=run_dir,
         config={"benchmark": {"model": "reference_cnn", "batch_size": BATCH}},
         model_name="reference_cnn",
@@ -184,12 +234,7 @@ def instantiate(entries: dict[str, Any], run_dir: Path) -> list[keras.callbacks.
             "experiment": "callback_overhead",
             "log_model": False,  # after the measured epoch, and seconds each time
         },
-        extras={"callbacks": callbacks},
     )
-    for callback in callbacks:
-        if hasattr(callback, "set_context"):
-            callback.set_context(context)
-    return callbacks
 
 
 def configurations(only: set[str] | None) -> dict[str, Factory]:
@@ -198,6 +243,8 @@ def configurations(only: set[str] | None) -> dict[str, Factory]:
     names = [n for n in NAMED if n in found]
     names += sorted(found - set(NAMED) - {"base", "__init__"})
     configs: dict[str, Factory] = {"none": lambda run_dir: []}
+    # (a no-op callback with train batch hooks: what Keras itself charges for having any)
+    configs["anchor no-op batch hooks"] = lambda run_dir: [NoOpBatchHooks()]
     for name in NAMED:
         if name not in found:
             print(f"note: callbacks/{name}.py does not exist yet: not measured")
@@ -233,23 +280,32 @@ def configurations(only: set[str] | None) -> dict[str, Factory]:
         keras.callbacks.TensorBoard(log_dir=str(run_dir / "tb"), update_freq="batch")
     ]
     if only:
-        configs = {k: v for k, v in configs.items() if k in only or k.split()[0] in only}
+        configs = {
+            k: v for k, v in configs.items() if k == "none" or k in only or k.split()[0] in only
+        }
     return configs
 
 
 # ---------------------------------------------------------------------------- measuring
 
 
-def measure(factory: Factory, run_dir: Path, steps: int) -> tuple[float, float]:
-    """(wall, CPU) seconds per step of the second epoch."""
+def measure(factory: Factory, run_dir: Path, steps: int, kind: str, spe: int) -> Sample:
+    """Seconds per step of the second epoch: (wall, inside the stack's hooks)."""
     import mlflow
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
-    train, val = datasets()
-    model = reference_model()
-    callbacks = factory(run_dir)
-    clock = EpochClock()
+    train, val = datasets(kind)
+    model = MODELS[kind]()
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        steps_per_execution=spe,
+    )
+    # The job's wiring, so every configuration pays what it pays in a job.
+    stack = build_stack(factory(run_dir), bench_context(run_dir), model)
+    timer = HookTimer(stack)
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # progress bars and tables
             model.fit(
@@ -257,107 +313,100 @@ def measure(factory: Factory, run_dir: Path, steps: int) -> tuple[float, float]:
                 validation_data=val,
                 epochs=2,
                 steps_per_epoch=steps,
-                callbacks=[*callbacks, clock],
-                verbose=0,
+                callbacks=stack.for_fit(2, steps),
                 shuffle=False,
             )
     finally:
-        for callback in callbacks:
-            end = getattr(callback, "on_job_end", None)
-            if end is not None:
-                end("FINISHED")
+        with contextlib.redirect_stdout(io.StringIO()):  # the hook profiler's table
+            stack.end_job(JobStatus.FINISHED)
         if mlflow.active_run() is not None:
             mlflow.end_run()
-    (wall0, cpu0), (wall1, cpu1) = clock.ends
-    return (wall1 - wall0) / steps, (cpu1 - cpu0) / steps
+    (wall0, hooks0), (wall1, hooks1) = timer.marks
+    return (wall1 - wall0) / steps, (hooks1 - hooks0) / steps
 
 
-def table(rows: list[list[str]]) -> None:
-    headers = ["configuration", "ms/step", "x none", "CPU ms/step", "CPU x none", "rounds (ms)"]
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-        print("  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
-        for row in rows:
-            print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
-        return
-    t = Table(*headers, title="callback overhead: 2nd epoch per step, median over rounds")
-    # with --paired, "x none" is the median of the ratios to the `none` run beside each one
+HEADERS = ["configuration", "ms/step", "extra us/step", "x none", "hook us/step", "pairs x none"]
+
+
+def table(title: str, rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(*HEADERS, title=title)
     for row in rows:
         t.add_row(*row)
-    Console(width=140).print(t)
+    Console(width=150).print(t)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--steps", type=int, default=200, help="steps per epoch")
+    parser.add_argument("--model", choices=["mlp", "cnn", "both"], default="both")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=300, help="steps per epoch")
     parser.add_argument("--only", default="", help="comma-separated configuration names")
     parser.add_argument(
-        "--paired",
-        action="store_true",
-        help="measure `none` right beside each configuration (alternating which goes first) "
-        "and report the median of the pairs' ratios: cancels a shared machine's slow drift",
+        "--spe", default="1,10", help="steps_per_execution values; k > 1 runs full and none only"
     )
     args = parser.parse_args(argv)
     for name in ("mlflow", "alembic", "tensorflow", "absl", "trainkit", "hydra"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
     only = {s.strip() for s in args.only.split(",") if s.strip()} or None
-    if only:
-        only.add("none")
     configs = configurations(only)
-    wall: dict[str, list[float]] = {name: [] for name in configs}
-    cpu: dict[str, list[float]] = {name: [] for name in configs}
-    pairs: dict[str, list[float]] = {name: [] for name in configs}
-    cpu_pairs: dict[str, list[float]] = {name: [] for name in configs}
-    with tempfile.TemporaryDirectory(prefix="trainkit-bench-") as tmp:
-        # The process's first fit pays one-off costs (op kernels, thread pools): not a row's.
-        measure(configs["none"], Path(tmp) / "warmup", min(args.steps, 50))
-        for round_ in range(args.rounds):
-            for i, name in enumerate(configs):
-                if args.paired and name == "none":
-                    continue
-                order = [name]
-                if args.paired:
+    runs: list[tuple[str, str, int]] = [(n, n, 1) for n in configs if n != "none"]
+    for k in (int(v) for v in args.spe.split(",") if v.strip() and int(v) > 1):
+        if "full" in configs:
+            runs.append((f"full (steps_per_execution={k})", "full", k))
+    kinds = ["mlp", "cnn"] if args.model == "both" else [args.model]
+    for kind in kinds:
+        results: dict[str, list[tuple[Sample, Sample]]] = {label: [] for label, _, _ in runs}
+        with tempfile.TemporaryDirectory(prefix="trainkit-bench-") as tmp:
+            # The process's first fit pays one-off costs (op kernels, thread pools): not a row's.
+            measure(configs["none"], Path(tmp) / "warmup", min(args.steps, 50), kind, 1)
+            for round_ in range(args.rounds):
+                for i, (label, name, spe) in enumerate(runs):
                     order = ["none", name] if (round_ + i) % 2 == 0 else [name, "none"]
-                measured: dict[str, tuple[float, float]] = {}
-                for j, which in enumerate(order):
-                    run_dir = Path(tmp) / f"r{round_}-{i}-{j}"
-                    measured[which] = measure(configs[which], run_dir, args.steps)
-                    wall[which].append(measured[which][0])
-                    cpu[which].append(measured[which][1])
-                seconds, cpu_seconds = measured[name]
-                if args.paired:
-                    pairs[name].append(seconds / measured["none"][0])
-                    cpu_pairs[name].append(cpu_seconds / measured["none"][1])
-                print(
-                    f"round {round_ + 1}/{args.rounds} {name}: {seconds * 1000:.2f} ms/step, "
-                    f"CPU {cpu_seconds * 1000:.2f} ms/step"
-                    + (f", x none {pairs[name][-1]:.3f}" if args.paired else ""),
-                    flush=True,
-                )
-    base, base_cpu = statistics.median(wall["none"]), statistics.median(cpu["none"])
-    rows = []
-    for name in configs:
-        ms, cpu_ms = statistics.median(wall[name]), statistics.median(cpu[name])
-        ratio, cpu_ratio = ms / base, cpu_ms / base_cpu
-        if args.paired and pairs[name]:
-            ratio, cpu_ratio = statistics.median(pairs[name]), statistics.median(cpu_pairs[name])
-        rounds = " ".join(f"{r * 1000:.1f}" for r in wall[name])
+                    got: dict[str, Sample] = {}
+                    for j, which in enumerate(order):
+                        run_dir = Path(tmp) / f"r{round_}-{i}-{j}"
+                        got[which] = measure(configs[which], run_dir, args.steps, kind, spe)
+                    results[label].append((got["none"], got[name]))
+                    none_ms, ms = got["none"][0] * 1e3, got[name][0] * 1e3
+                    print(
+                        f"{kind} round {round_ + 1}/{args.rounds} {label}: {ms:.3f} ms/step "
+                        f"beside none {none_ms:.3f}",
+                        flush=True,
+                    )
+        rows = []
+        nones = [none for pairs in results.values() for none, _ in pairs]
         rows.append(
             [
-                name,
-                f"{ms * 1000:.2f}",
-                f"{ratio:.3f}",
-                f"{cpu_ms * 1000:.2f}",
-                f"{cpu_ratio:.3f}",
-                rounds,
+                "none",
+                f"{statistics.median(n[0] for n in nones) * 1e3:.3f}",
+                "0",
+                "1.000",
+                f"{statistics.median(n[1] for n in nones) * 1e6:.1f}",
+                "",
             ]
         )
-    table(rows)
+        for label, pairs in results.items():
+            ratios = [c[0] / n[0] for n, c in pairs]
+            extra = statistics.median((c[0] - n[0]) for n, c in pairs) * 1e6
+            rows.append(
+                [
+                    label,
+                    f"{statistics.median(c[0] for _, c in pairs) * 1e3:.3f}",
+                    f"{extra:+.0f}",
+                    f"{statistics.median(ratios):.3f}",
+                    f"{statistics.median(c[1] for _, c in pairs) * 1e6:.1f}",
+                    " ".join(f"{r:.2f}" for r in ratios),
+                ]
+            )
+        title = (
+            f"callback overhead, {kind}: 2nd epoch of {args.steps} steps, batch {BATCH}, "
+            f"median of {args.rounds} pairs beside none"
+        )
+        table(title, rows)
     return 0
 
 

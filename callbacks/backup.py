@@ -94,7 +94,10 @@ class Backup(TrainkitCallback):
 
     @property
     def directory(self) -> Path:
-        return self.run_dir / self.dirname
+        # Each worker of a multi-worker job keeps its own state (HDF5 locks a file it writes).
+        if self.is_chief or self.context is None:
+            return self.run_dir / self.dirname
+        return self.run_dir / self.dirname / f"worker-{self.context.worker_index}"
 
     def _callbacks(self) -> list[keras.callbacks.Callback]:
         listed: Iterable[keras.callbacks.Callback] = (

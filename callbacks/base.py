@@ -202,10 +202,14 @@ class TrainkitCallback(keras.callbacks.Callback):
     Subclasses that override ``set_model`` call ``super().set_model(model)``. A subclass that
     reads ``self.clock`` sets ``uses_clock = True``: outside a stack it then ticks a clock of its
     own (its ``on_train_begin``, ``on_epoch_begin`` and ``on_train_batch_end`` are wrapped to
-    tick it first).
+    tick it first). A subclass that writes what only one process of a multi-worker job may
+    write (MLflow, TensorBoard, checkpoints, ``events.jsonl``) sets ``chief_only = True``.
     """
 
     uses_clock: bool = False
+    # A callback that writes shared output (tracking, event files, checkpoints) sets this True:
+    # in a multi-worker job the stack calls it on the chief only (trainkit.stack.Stack).
+    chief_only: bool = False
 
     def __init__(self) -> None:
         super().__init__()

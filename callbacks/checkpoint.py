@@ -68,6 +68,8 @@ class Checkpoint(TrainkitCallback):
         #                save_top_k: 1, save_last: true}
     """
 
+    chief_only = True  # multi-worker: only the chief writes (trainkit.stack.Stack)
+
     def __init__(
         self,
         monitor: str = "val_loss",

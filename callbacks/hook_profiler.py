@@ -57,6 +57,8 @@ class HookProfiler(TrainkitCallback):
         #   hook_profiler: {_target_: callbacks.hook_profiler.HookProfiler}
     """
 
+    chief_only = True  # multi-worker: only the chief writes (trainkit.stack.Stack)
+
     def __init__(
         self, print_table: bool = True, top: int = 10, filename: str = "hook_profile"
     ) -> None:

@@ -53,6 +53,8 @@ class Progress(TrainkitCallback):
     # The job leaves Keras's own progress output off when a callback says it replaces it.
     replaces_keras_progress = True
 
+    uses_clock = True
+
     def __init__(
         self, mode: str = "auto", refresh_per_second: float = 10.0, batch_size: int | None = None
     ) -> None:
@@ -160,25 +162,21 @@ class Progress(TrainkitCallback):
             self._display.refresh()
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        # Batch indices are those of the last step of an execution (steps_per_execution > 1).
-        self._steps_done = batch + 1
+        self._steps_done = self.clock.steps_in_epoch  # clipped under steps_per_execution
         self._last_batch_end = now = time.perf_counter()
         if self._display is None or not self._due(now):
             return
         self._display.update(
             self._batch_task,
-            completed=self._clamped(self._steps_done),
+            completed=self._steps_done,
             rate=self._rate(self._steps_done, now - self._epoch_start),
             metrics=_format_logs(logs),
         )
         self._display.refresh()
 
-    def _clamped(self, steps: int) -> int:
-        return _clamp(steps, self._steps)
-
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         seconds = time.perf_counter() - self._epoch_start
-        steps = self._clamped(self._steps_done)
+        steps = self._steps_done
         if self._steps is None:
             self._steps = steps
         # The rate counts training only, not the validation that ran since the last batch.

@@ -40,6 +40,8 @@ class Timing(TrainkitCallback):
         # conf/callbacks/<stack>.yaml:  timing: {_target_: callbacks.timing.Timing}
     """
 
+    uses_clock = True  # steps per hook call come from the stack's clock
+
     def __init__(self, batch_size: int | None = None) -> None:
         super().__init__()
         self.batch_size = batch_size
@@ -51,7 +53,6 @@ class Timing(TrainkitCallback):
         if batch_size is None and self.context is not None:
             batch_size = self.context.batch_size
         self._batch_size = int(batch_size) if batch_size else None
-        self._steps = self.params.get("steps")
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch_start = self._last_batch_end = time.perf_counter()
@@ -60,11 +61,10 @@ class Timing(TrainkitCallback):
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         now = time.perf_counter()
-        # One hook call per execution: batch is the index of its last step.
-        done = batch + 1 if self._steps is None else min(batch + 1, self._steps)
-        steps = done - self._steps_done
+        clock = self.clock  # one hook call per execution: it may cover several steps
+        steps = clock.step - clock.previous
         elapsed = now - self._last_batch_end
-        self._steps_done = done
+        self._steps_done += steps
         self._last_batch_end = now
         if logs is None or steps <= 0 or elapsed <= 0:
             return

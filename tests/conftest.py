@@ -21,8 +21,10 @@ from omegaconf import DictConfig, open_dict  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 
-# Overrides that shrink any job to seconds: a few digits at a small size.
+# Overrides that shrink any job to seconds: a few digits at a small size. The precision is
+# pinned so results do not depend on whether this CPU has bf16 units (precision=auto).
 TINY = [
+    "trainer.precision=float32",
     "data.limit=48",
     "data.image_size=67",
     "trainer.epochs=1",
@@ -33,6 +35,9 @@ TINY = [
 
 def compose_config(overrides: list[str], run_dir: Path | None = None) -> DictConfig:
     """Compose ``conf/config.yaml`` as run.py does; with ``run_dir``, ready for the job."""
+    from trainkit.config.schema import register
+
+    register()  # the typed schemas conf/config.yaml names (run.py does the same)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=overrides, return_hydra_config=run_dir is not None)

@@ -42,6 +42,7 @@ def full_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path, Path]
         [
             "model=alexnet",
             "callbacks=full",
+            "trainer.precision=float32",
             "data.limit=64",
             "data.image_size=67",
             "trainer.epochs=2",
@@ -169,7 +170,7 @@ def test_the_terminal_is_quiet(full_run):
 
 def test_unknown_model_lists_the_options(tmp_path):
     result = run_cli(["model=resnet9000"], tmp_path, timeout=120)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "Could not find 'model/resnet9000'" in result.stderr
     assert "alexnet" in result.stderr and "Traceback" not in result.stderr
 

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def ruff() -> str:
     found = shutil.which("ruff", path=str(Path(sys.executable).parent)) or shutil.which("ruff")
     if found is None:
-        pytest.fail("ruff is not installed: pip install -e '.[dev]'")
+        pytest.fail("ruff is not installed: pip install -e '.[cpu,dev]'")
     return found
 
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from trainkit.errors import DataNotFoundError, WeightsNotAvailableError
 from trainkit.models import build_model
-from trainkit.predict import predict_images, run_predict_task, write_predictions_csv
+from trainkit.topk import predict_images, run_predict_task, write_predictions_csv
 
 CLASS_NAMES = ["cat", "dog", "bird"]
 

@@ -14,35 +14,51 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
-from trainkit.errors import ConfigError, TrainkitError
+from trainkit.errors import (
+    ConfigError,
+    DataError,
+    TrainkitError,
+    describe,
+    one_line,
+    root_cause,
+)
+from trainkit.hydra_run import hydra_choice, output_dir
 
 log = logging.getLogger("trainkit")
 
 
 def main(cfg: DictConfig) -> float | None:
-    """Hydra's task function. A :class:`TrainkitError` prints one line and exits with 2."""
+    """Hydra's task function. A :class:`TrainkitError` prints one line and exits with 2.
+
+    The config is checked first, against :mod:`trainkit.config.schema`, before TensorFlow is
+    imported. Whatever the error, ``run.log`` (Hydra's job log) gets its full trace at DEBUG.
+    """
+    from trainkit.errors import mark_job_started
+
+    mark_job_started()
     try:
         task = cfg.get("task", "train")
         if task == "train":
-            return train(cfg)
+            return train(cfg)  # which validates first
+        validate(cfg)
         if task == "predict":
             from trainkit.predict_task import predict
 
             predict(cfg)
             return None
-        raise ConfigError(f"unknown task '{task}': choose train or predict")
+        raise ConfigError(f"unknown task '{task}': choose task=train or task=predict")
     except TrainkitError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        log.debug("user error", exc_info=True)
-        raise SystemExit(err.exit_code) from None
+        fail(err)
     except KeyboardInterrupt:
         # The callbacks already closed with KILLED (train's finally): say so, no traceback.
+        log.debug("interrupted", exc_info=True)
         print(
             "interrupted: the MLflow run ended KILLED; checkpoints and logs are kept in the "
             "run directory",
@@ -50,29 +66,81 @@ def main(cfg: DictConfig) -> float | None:
             flush=True,
         )
         raise SystemExit(130) from None
+    except Exception as exc:
+        user_error = as_user_error(exc, cfg)
+        if user_error is None:
+            log.debug("job failed", exc_info=True)
+            raise  # a bug: its traceback is what helps
+        log.debug("job failed", exc_info=True)
+        fail(user_error)
 
 
-def output_dir(cfg: DictConfig) -> Path:
-    """Hydra's run directory (``hydra.run.dir``), or ``paths.output_dir`` when set by hand."""
-    from hydra.core.hydra_config import HydraConfig
+def validate(cfg: DictConfig) -> None:
+    """Types, ranges and names of the config (:func:`trainkit.config.schema.validate`)."""
+    from trainkit.config.schema import validate as check
 
-    configured = OmegaConf.select(cfg, "paths.output_dir", throw_on_resolution_failure=False)
-    if configured:
-        return Path(configured).resolve()
-    if HydraConfig.initialized():
-        return Path(HydraConfig.get().runtime.output_dir).resolve()
-    raise ConfigError("no run directory: run through run.py or set paths.output_dir=DIR")
+    check(cfg)
 
 
-def hydra_choice(group: str) -> str:
-    """The option chosen for a config group (``full`` for ``callbacks=full``), if known."""
-    from hydra.core.hydra_config import HydraConfig
+def check_callbacks(cfg: DictConfig) -> None:
+    """Import every callback ``_target_`` and check its options against its signature."""
+    from trainkit.stack import check_callback_entry
 
-    if HydraConfig.initialized():
-        choice = HydraConfig.get().runtime.choices.get(group)
-        if choice:
-            return str(choice)
-    return "custom"
+    for name, entry in (cfg.get("callbacks") or {}).items():
+        if isinstance(entry, DictConfig) and "_target_" in entry:
+            check_callback_entry(str(name), str(entry._target_), entry)
+
+
+def fail(err: TrainkitError) -> NoReturn:
+    """One ``error:`` line on stderr, the trace in run.log at DEBUG, exit status 2."""
+    message = describe(err)
+    log.debug("error: %s", message, exc_info=err)
+    for handler in logging.getLogger().handlers + log.handlers:
+        handler.flush()  # SystemExit skips Hydra's own flush
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(err.exit_code) from None
+
+
+def as_user_error(exc: BaseException, cfg: DictConfig) -> TrainkitError | None:
+    """A user error hidden in a library's exception (an image TensorFlow cannot decode, a
+    ``_target_`` Hydra cannot build), or None for a bug."""
+    text = str(exc)
+    name = type(exc).__name__
+    if name == "InvalidArgumentError" and any(
+        word in text for word in ("decode", "Decode", "image format", "Invalid JPEG", "Invalid PNG")
+    ):
+        where = OmegaConf.select(cfg, "data.path", default=None, throw_on_missing=False)
+        # TensorFlow's message, without its graph node names.
+        reason = re.sub(r"\{\{.*?\}\}|\[\[.*?\]\]|\[Op:.*?\]", "", text).strip()
+        reason = one_line(reason.splitlines()[0] if reason else name, limit=200)
+        bad = first_unreadable_image(where) if where else None
+        culprit = f" {bad}" if bad else " an image"
+        return DataError(
+            f"data.path={where}:{culprit} cannot be decoded ({reason}): remove or replace it"
+        )
+    if name == "InstantiationException":
+        return ConfigError(f"cannot build a _target_ of the config: {one_line(text)}")
+    return None
+
+
+def first_unreadable_image(folder: str) -> str | None:
+    """The first image under ``folder`` that PIL cannot decode fully (only on the error path:
+    it decodes every image)."""
+    try:
+        from PIL import Image
+
+        from trainkit.data.folder import IMAGE_SUFFIXES
+    except ImportError:
+        return None
+    for path in sorted(Path(str(folder)).expanduser().rglob("*")):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            continue
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except Exception:  # noqa: BLE001 - any failure is the answer
+            return str(path)
+    return None
 
 
 def tracking_settings(cfg: DictConfig) -> dict[str, Any]:
@@ -90,7 +158,13 @@ def compile_model(model, cfg: DictConfig, num_classes: int) -> None:
     import keras
     from hydra.utils import instantiate
 
-    optimizer = instantiate(cfg.optimizer, _convert_="all")
+    try:
+        optimizer = instantiate(cfg.optimizer, _convert_="all")
+    except Exception as exc:  # noqa: BLE001 - an unknown class, a misspelt or wrong option
+        raise ConfigError(
+            f"optimizer ({cfg.optimizer.get('_target_')}) cannot be built: {root_cause(exc)}: "
+            "fix optimizer._target_ (a keras.optimizers class) or its options"
+        ) from exc
     metrics: list[Any] = ["accuracy"]
     if num_classes > 5:
         metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"))
@@ -121,20 +195,33 @@ def monitored_value(
 
 
 def train(cfg: DictConfig) -> float | None:
+    validate(cfg)  # before TensorFlow: a bad input ends in seconds
     from trainkit import runtime
+
+    runtime.quiet_tensorflow()
+    check_callbacks(cfg)  # before data and model: a misspelt callback fails in seconds
 
     runtime.quiet_tensorflow()
     import keras
 
     from trainkit.context import JobStatus, RunContext, SplitSteps
     from trainkit.data import load as load_data
+    from trainkit.distribute import make_strategy, shard
     from trainkit.models import backbone_layers, build_model, resolve_input_shape
     from trainkit.stack import build_stack
+    from trainkit.tracking.flatten import redact_saved_config
 
     run_dir = output_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
+    redact_saved_config(run_dir)  # Hydra's .hydra/*.yaml: no password left in the run directory
     trainer = cfg.trainer
     runtime.configure(OmegaConf.to_container(trainer, resolve=True))
+    placement = make_strategy(
+        trainer.get("strategy") or "auto",
+        trainer.get("devices"),
+        float(trainer.get("cluster_timeout") or 300),
+    )
+    log.info(placement.describe())
     seed = int(trainer.seed) if trainer.get("seed") is not None else 0
 
     model_name = cfg.model.name
@@ -145,18 +232,25 @@ def train(cfg: DictConfig) -> float | None:
         batch_size=int(trainer.batch_size),
         seed=seed,
     )
-    options = OmegaConf.to_container(cfg.model.get("options") or {}, resolve=True)
-    model = build_model(
-        model_name,
-        data.num_classes,
-        input_shape=input_shape,
-        weights=cfg.model.get("weights"),
-        **options,
+    # batch_size is the global batch; several workers each read their own share of it.
+    train_data, val_data, test_data = (
+        map(shard, (data.train, data.val, data.test))
+        if placement.num_workers > 1
+        else (data.train, data.val, data.test)
     )
-    if cfg.model.get("freeze_backbone"):
-        for layer in backbone_layers(model):
-            layer.trainable = False
-    compile_model(model, cfg, data.num_classes)
+    options = OmegaConf.to_container(cfg.model.get("options") or {}, resolve=True)
+    with placement.strategy.scope():  # variables, the optimizer's included, on every replica
+        model = build_model(
+            model_name,
+            data.num_classes,
+            input_shape=input_shape,
+            weights=cfg.model.get("weights"),
+            **options,
+        )
+        if cfg.model.get("freeze_backbone"):
+            for layer in backbone_layers(model):
+                layer.trainable = False
+        compile_model(model, cfg, data.num_classes)
     (run_dir / "class_names.json").write_text(json.dumps(data.class_names))
 
     sample_images, _ = data.sample_batch("train")
@@ -184,6 +278,9 @@ def train(cfg: DictConfig) -> float | None:
             predict=math.ceil(len(predict_images) / data.batch_size),
         ),
         precision=keras.mixed_precision.global_policy().name,
+        is_chief=placement.is_chief,
+        strategy=placement.name,
+        worker_index=placement.worker_index,
     )
     stack = build_stack(cfg.get("callbacks"), context, model)
 
@@ -203,8 +300,8 @@ def train(cfg: DictConfig) -> float | None:
     test: dict[str, float] = {}
     try:
         fit = model.fit(
-            data.train,
-            validation_data=data.val,
+            train_data,
+            validation_data=val_data,
             epochs=int(trainer.epochs),
             steps_per_epoch=int(steps_per_epoch),
             validation_steps=int(validation_steps),
@@ -213,7 +310,7 @@ def train(cfg: DictConfig) -> float | None:
         )
         history = fit.history
         test = model.evaluate(
-            data.test, callbacks=stack.for_evaluate(context.steps.test), return_dict=True
+            test_data, callbacks=stack.for_evaluate(context.steps.test), return_dict=True
         )
         model.predict(
             predict_images,
@@ -223,6 +320,12 @@ def train(cfg: DictConfig) -> float | None:
         status = JobStatus.FINISHED
     except KeyboardInterrupt:
         status = JobStatus.KILLED
+        raise
+    except Exception as exc:
+        user_error = as_user_error(exc, cfg)
+        context.error = describe(user_error or exc)  # the MLflow run's trainkit.error tag
+        if user_error is not None:
+            raise user_error from exc
         raise
     finally:
         for problem in stack.end_job(status):

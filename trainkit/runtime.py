@@ -8,6 +8,7 @@ can run before TensorFlow is first imported.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import sys
@@ -15,6 +16,8 @@ import threading
 from collections.abc import Callable, Iterator
 
 from trainkit.errors import ConfigError
+
+log = logging.getLogger("trainkit")
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
@@ -29,11 +32,48 @@ def cpu_has_bf16_units() -> bool:
     return any(flag in flags.split() for flag in ("amx_bf16", "avx512_bf16"))
 
 
+def choose_precision(gpu_capabilities: list[tuple[int, int]], cpu_bf16: bool) -> tuple[str, str]:
+    """What ``trainer.precision=auto`` picks from the device facts, and why.
+
+    Args:
+        gpu_capabilities: the CUDA compute capability (major, minor) of each visible GPU.
+        cpu_bf16: whether the CPU has bfloat16 units (AMX or AVX-512 BF16).
+
+    Returns:
+        (policy, reason): ``mixed_bfloat16`` when every GPU has compute capability 8.0 or more
+        (Ampere and later: bf16 tensor cores), ``mixed_float16`` on older GPUs (fp16 tensor
+        cores since 7.0; Keras adds loss scaling), and without a GPU ``mixed_bfloat16`` on a
+        bf16 CPU (3-4x faster there), else ``float32``.
+    """
+    if gpu_capabilities:
+        lowest = min(gpu_capabilities)
+        shown = f"GPU compute capability {lowest[0]}.{lowest[1]}"
+        if lowest >= (8, 0):
+            return "mixed_bfloat16", f"{shown} >= 8.0"
+        return "mixed_float16", f"{shown} < 8.0"
+    if cpu_bf16:
+        return "mixed_bfloat16", "no GPU; the CPU has bfloat16 units"
+    return "float32", "no GPU; the CPU has no bfloat16 units"
+
+
+def gpu_capabilities() -> list[tuple[int, int]]:
+    """Compute capability of each GPU TensorFlow sees ((0, 0) when it does not say)."""
+    import tensorflow as tf
+
+    found = []
+    for gpu in tf.config.list_physical_devices("GPU"):
+        details = tf.config.experimental.get_device_details(gpu) or {}
+        found.append(tuple(details.get("compute_capability") or (0, 0)))
+    return found
+
+
 def resolve_precision(precision: str) -> str:
-    """``auto``: mixed_bfloat16 where the CPU has bf16 units (3-4x faster there), else float32."""
+    """``auto``: see :func:`choose_precision` (logged); anything else as given."""
     if precision != "auto":
         return precision
-    return "mixed_bfloat16" if cpu_has_bf16_units() else "float32"
+    policy, reason = choose_precision(gpu_capabilities(), cpu_has_bf16_units())
+    log.info("precision auto: %s (%s)", policy, reason)
+    return policy
 
 
 TF_LOGS_ENV = "TRAINKIT_TF_LOGS"
@@ -124,8 +164,8 @@ def set_seed(seed: int | None) -> None:
 
 
 def set_precision(precision: str) -> None:
-    """Set Keras's global dtype policy. ``mixed_bfloat16`` uses the CPU's AMX/AVX-512 bf16 units;
-    ``auto`` picks it when the CPU has them.
+    """Set Keras's global dtype policy; ``auto`` chooses by the devices
+    (:func:`choose_precision`).
 
     Models keep their classifier in float32 (see ``trainkit.models.heads``), so losses and
     probabilities stay float32 under any policy.

@@ -24,6 +24,7 @@ def test_one_epoch_job_runs_for_every_model(tmp_path, name):
             f"model={name}",
             f"data.image_size={size}",
             "data.limit=16",
+            "trainer.precision=float32",
             "trainer.epochs=1",
             "trainer.batch_size=8",
             # Tracing the graphs of the big Inceptions takes a minute; one eager epoch, seconds.

@@ -47,9 +47,14 @@ def confusion_on_test_split(context: RunContext, model: Any) -> np.ndarray | Non
         return cached[1]
     num_classes = context.num_classes
     matrix = np.zeros((max(num_classes, 1),) * 2, dtype=np.int64)
+    # Only the chief of a multi-worker job gets here: a predict step's collectives would wait
+    # for workers that never run it, so the model is called directly on this worker.
+    multi_worker = context.strategy == "multi_worker"
     for batch in dataset:
         x, y = batch[0], batch[1]
-        predicted = _classes(model.predict_on_batch(x))
+        predicted = _classes(
+            model(x, training=False) if multi_worker else model.predict_on_batch(x)
+        )
         true = _labels(y)
         size = int(max(true.max(initial=0), predicted.max(initial=0))) + 1
         if size > matrix.shape[0]:  # class_names missing or short: grow to what the data says

@@ -9,6 +9,7 @@ one exception is logging the model, which MLflow only does through the global UR
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -141,6 +142,28 @@ def _read_id(path: Path) -> str | None:
     return text or None
 
 
+def _create_sqlite_tables_once(client: MlflowClient, uri: str) -> None:
+    """Make the store's tables exist, one process at a time for a SQLite file.
+
+    The jobs of a parallel sweep (joblib, submitit) open a new SQLite store at the same moment,
+    and MLflow's schema creation is not safe against itself (``table _alembic_tmp_... already
+    exists``): a lock file beside the database lets the first create the tables, the others
+    then find them.
+    """
+    if not uri.startswith("sqlite:///"):
+        return
+    import fcntl
+
+    database = Path(uri.removeprefix("sqlite:///")).expanduser()
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{database}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            client.search_experiments(max_results=1)  # creates or migrates the tables
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 class TrackedRun:
     """The run of one job in one store. ``open()`` creates or resumes it."""
 
@@ -175,6 +198,7 @@ class TrackedRun:
         with self._lock:
             if self.run_id is not None:
                 return self.run_id
+            _create_sqlite_tables_once(self.client, self.spec.uri)
             self.experiment_id = self._experiment_id()
             previous = _read_id(self.run_id_file) if self.run_id_file else None
             resumed = bool(previous) and self._resume(previous)
@@ -402,11 +426,24 @@ class TrackedRun:
         self.client.log_batch(self.run_id, metrics=metrics, synchronous=True)
 
     def log_params(self, params: dict[str, str]) -> None:
-        # On resume, a param already logged with another value would fail the whole batch.
+        """Log params; on a resumed run, values that changed become ``resumed.<key>`` tags.
+
+        MLflow refuses to change a param's value (the whole batch fails), so a param keeps the
+        value of the run's first job, and a rerun that changed it (``trainer.epochs=10`` after
+        5) says so with the tag ``resumed.trainer.epochs=10``: tags may change, so a third run
+        overwrites it with its own value.
+        """
         fresh = {k: v for k, v in params.items() if k not in self.logged_params}
+        changed = {
+            f"resumed.{k}": v
+            for k, v in params.items()
+            if k in self.logged_params and self.logged_params[k] != v
+        }
         if fresh:
             self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in fresh.items()])
             self.logged_params.update(fresh)
+        if changed:
+            self.set_tags(changed)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         items = [RunTag(k, str(v)[:MAX_TAG_VALUE]) for k, v in tags.items()]
@@ -443,21 +480,59 @@ def global_tracking_uri(uri: str) -> Iterator[None]:
 
 
 class _KerasFlavor:
-    """``mlflow.keras`` with one fix: MLflow 3.17's ``mlflow.keras.save_model`` writes the input
-    example before it creates the model directory, so ``log_model(input_example=...)`` fails
-    with FileNotFoundError on Keras 3. Creating the directory first is all it needs."""
+    """``mlflow.keras`` writing the model as a TensorFlow SavedModel (``save_exported_model``).
+
+    A ``.keras`` file names trainkit's own layers (``Preprocess``, ``AttentionPool2d`` ...),
+    which Keras can only rebuild in a Python that imported ``trainkit.models`` first: neither
+    ``mlflow.keras.load_model`` nor ``mlflow.pyfunc.load_model`` imports anything of ours. The
+    SavedModel holds the traced graph and the weights, so both load it in any Python with
+    TensorFlow, without trainkit, and predict exactly as the model did.
+
+    Two fixes to MLflow 3.17's ``mlflow.keras.save_model``: it writes the input example before
+    it creates the model directory (FileNotFoundError on Keras 3), and its exporter prints the
+    endpoint listing to stdout (from a background thread, into the job's output).
+    """
 
     __name__ = "mlflow.keras"
 
     @staticmethod
     def save_model(path: str, **kwargs: Any) -> Any:
         import mlflow.keras
+        import mlflow.keras.save as keras_save
 
+        kwargs.pop("validate_serving_input", None)
         os.makedirs(path, exist_ok=True)
-        return mlflow.keras.save_model(path=path, **kwargs)
+        with _QUIET_EXPORT:
+            original = keras_save._export_keras_model
+            keras_save._export_keras_model = _export_quietly
+            try:
+                return mlflow.keras.save_model(path=path, save_exported_model=True, **kwargs)
+            finally:
+                keras_save._export_keras_model = original
 
 
-def _pip_requirements() -> list[str]:
+_QUIET_EXPORT = threading.Lock()
+
+
+def _export_quietly(model: Any, path: str, signature: Any) -> None:
+    """``mlflow.keras.save._export_keras_model`` without the listing it prints."""
+    import keras
+    import tensorflow as tf
+
+    specs = []
+    for schema in signature.inputs.to_dict():
+        shape = [None if size == -1 else size for size in schema["tensor-spec"]["shape"]]
+        specs.append(tf.TensorSpec(shape=shape, dtype=schema["tensor-spec"]["dtype"]))
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(name="serve", fn=model.call, input_signature=specs)
+    archive.write_out(path, verbose=False)
+
+
+@functools.cache
+def pip_requirements() -> tuple[str, ...]:
+    """What the logged model needs, computed once per process: MLflow's own inference loads
+    the model again in a subprocess to see what it imports (seconds per run)."""
     from importlib.metadata import PackageNotFoundError, version
 
     requirements = []
@@ -468,18 +543,19 @@ def _pip_requirements() -> list[str]:
             continue
     if any(r.startswith("tensorflow-cpu==") for r in requirements):
         requirements = [r for r in requirements if not r.startswith("tensorflow==")]
-    return requirements
+    return tuple(requirements)
 
 
-def log_keras_model(run: TrackedRun, model: Any, example: Any, step: int) -> str:
+def log_keras_model(run: TrackedRun, model: Any, example: Any, output: Any, step: int) -> str:
     """Log ``model`` with a signature and an input example; returns its ``models:/`` URI.
 
-    The logged model is created first with the run's experiment: left to itself, MLflow would
-    file it under the experiment of the (absent) active run, i.e. the Default one.
+    ``output`` is ``model.predict(example)``, computed by the caller on the training thread so
+    that this function may run in another thread. The logged model is created first with the
+    run's experiment: left to itself, MLflow would file it under the experiment of the (absent)
+    active run, i.e. the Default one.
     """
     from mlflow.models import Model, infer_signature
 
-    output = model.predict(example, verbose=0)
     signature = infer_signature(example, output)
     logged = run.client.create_logged_model(
         experiment_id=run.experiment_id, name="model", source_run_id=run.run_id
@@ -496,7 +572,9 @@ def log_keras_model(run: TrackedRun, model: Any, example: Any, step: int) -> str
             signature=signature,
             input_example=example,
             # Given, not inferred: inference re-loads the model in a subprocess (~8 s).
-            pip_requirements=_pip_requirements(),
+            pip_requirements=list(pip_requirements()),
+            # Validation loads the model once more to predict the example: we know it does.
+            validate_serving_input=False,
             step=step,
         )
     return f"models:/{logged.model_id}"

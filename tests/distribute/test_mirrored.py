@@ -1,0 +1,47 @@
+"""trainer.strategy=mirrored over two logical CPUs with the full stack, against one device."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.distribute.helpers import TINY, events, job_env, mlflow_runs, start_job
+
+pytestmark = pytest.mark.slow
+
+
+def test_mirrored_over_two_cpus_matches_one_device(tmp_path: Path) -> None:
+    two, one = tmp_path / "mirrored", tmp_path / "single"
+    two.mkdir()
+    one.mkdir()
+    common = [*TINY, "callbacks=full", "callbacks.hook_profiler.print_table=false"]
+    # Both jobs at once: the machine has two cores and each job mostly waits on one.
+    mirrored = start_job(
+        two,
+        [
+            *common,
+            "trainer.strategy=mirrored",
+            'trainer.devices=["/cpu:0","/cpu:1"]',
+            f"hydra.run.dir={two / 'run'}",
+        ],
+        env=job_env(TRAINKIT_LOGICAL_CPUS="2"),
+    )
+    single = start_job(one, [*common, f"hydra.run.dir={one / 'run'}"])
+    for job in (mirrored, single):
+        code, out, _ = job.wait(150)
+        assert code == 0, out[-4000:]
+    out = mirrored.log.read_text()
+    assert "strategy mirrored: 2 replica(s) in sync" in out
+
+    batches = [e for e in events(two / "run") if e["hook"] == "on_train_batch_end"]
+    single_batches = [e for e in events(one / "run") if e["hook"] == "on_train_batch_end"]
+    # Every batch hook fires once per global step (3 steps of 16 = 8 per replica).
+    assert [e["batch"] for e in batches] == [0, 1, 2]
+    assert len(batches) == len(single_batches)
+    for replicated, alone in zip(batches, single_batches, strict=True):
+        assert replicated["logs"]["loss"] == pytest.approx(alone["logs"]["loss"], rel=0.02)
+
+    runs = mlflow_runs(two / "mlflow.db")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.params["trainer.strategy"] == "mirrored"

@@ -1,0 +1,92 @@
+"""A team's tracking server: MLflow on a private PostgreSQL cluster, a job's run lands there."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.distribute.helpers import TINY, free_ports, run_job
+from tests.distribute.postgres import Postgres
+
+pytestmark = [pytest.mark.slow, pytest.mark.server]
+
+MLFLOW = str(Path(sys.executable).with_name("mlflow"))
+
+
+def test_a_job_lands_on_an_mlflow_server_backed_by_postgresql(tmp_path: Path) -> None:
+    from mlflow import MlflowClient
+
+    pg_port, port = free_ports(2)
+    postgres = Postgres.start(pg_port)
+    server = None
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+        with (tmp_path / "server.log").open("wb") as log:
+            server = subprocess.Popen(
+                [
+                    MLFLOW,
+                    "server",
+                    "--backend-store-uri",
+                    postgres.uri,
+                    "--serve-artifacts",
+                    "--artifacts-destination",
+                    str(tmp_path / "artifacts"),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(port),
+                    "--workers",
+                    "1",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        uri = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if requests.get(f"{uri}/health", timeout=1).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "mlflow server did not come up"
+            time.sleep(0.5)
+
+        run_job(
+            tmp_path,
+            [
+                *TINY,
+                "callbacks=minimal",
+                "tracking=server",
+                f"tracking.uri={uri}",
+                f"hydra.run.dir={tmp_path / 'run'}",
+            ],
+        )
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("trainkit")
+        runs = client.search_runs([experiment.experiment_id])
+        assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+        assert "loss" in runs[0].data.metrics
+        # The run's rows are in PostgreSQL, its artifacts in the server's artifact store.
+        import sqlalchemy as sa
+
+        with sa.create_engine(postgres.uri).connect() as db:
+            stored = db.execute(sa.text("select run_uuid from runs")).scalars().all()
+        assert stored == [runs[0].info.run_id]
+        assert any((tmp_path / "artifacts").rglob("config.yaml"))
+    finally:
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        postgres.stop()

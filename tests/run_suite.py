@@ -1,0 +1,68 @@
+"""The whole test suite, as CI runs it: the fast subset first, then the rest, each timed.
+
+    .venv/bin/python tests/run_suite.py [extra pytest arguments]
+
+1. the fast subset, ``pytest -m "not slow and not server"`` (budget: 3 minutes here);
+2. everything else, ``pytest -m "slow or server"`` (the whole suite's budget: 12 minutes
+   with the install).
+
+Together they are every test once. Both parts always run; the exit status is non-zero if
+either failed. Each part prints its wall time against its budget, so CI's log shows both.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PARTS = (
+    ("fast subset", "not slow and not server", 180),
+    ("slow and server tests", "slow or server", 9 * 60),
+)
+
+
+def counts(junit: Path) -> tuple[int, int, int]:
+    """(passed, failed, skipped) from a pytest JUnit XML report; nothing if it is missing."""
+    if not junit.exists():
+        return 0, 0, 0
+    suite = ET.parse(junit).getroot()
+    suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+    total, skipped = int(suite.get("tests", 0)), int(suite.get("skipped", 0))
+    failed = int(suite.get("failures", 0)) + int(suite.get("errors", 0))
+    return total - failed - skipped, failed, skipped
+
+
+def main(argv: list[str]) -> int:
+    status = 0
+    times = []
+    passed = failed = skipped = 0
+    with tempfile.TemporaryDirectory(prefix="trainkit-suite-") as tmp:
+        for i, (name, marks, budget) in enumerate(PARTS):
+            print(f"\n=== {name}: pytest -m {marks!r}", flush=True)
+            junit = Path(tmp) / f"part{i}.xml"
+            command = [sys.executable, "-m", "pytest", "-m", marks, f"--junitxml={junit}", *argv]
+            start = time.monotonic()
+            code = subprocess.call(command, cwd=ROOT)
+            seconds = time.monotonic() - start
+            times.append(seconds)
+            # pytest's 5 is "no test collected": not a failure of a part that may be empty.
+            if code not in (0, 5):
+                status = code or 1
+            verdict = "within" if seconds <= budget else "OVER"
+            print(f"=== {name}: {seconds:.0f} s, {verdict} its budget of {budget} s", flush=True)
+            p, f, k = counts(junit)
+            passed, failed, skipped = passed + p, failed + f, skipped + k
+    print(f"=== whole suite: {sum(times):.0f} s of tests", flush=True)
+    if status and not failed:
+        failed = 1  # pytest itself failed (an error before any test ran): count it
+    print(f"suite: {passed} passed, {failed} failed, {skipped} skipped", flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

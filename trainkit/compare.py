@@ -1,0 +1,154 @@
+"""The model comparison of a sweep: one table, one CSV and one chart from its jobs' reports.
+
+``python run.py -m experiment=compare`` trains every model of the zoo (or ``model=a,b``) under
+the same budget on the same data; each job's :class:`callbacks.model_report.ModelReport` writes
+``model_report.json`` in its run directory. When the sweep ends, :class:`CompareModels` (a Hydra
+callback) gathers them into ``comparison.md``, ``comparison.csv`` and ``comparison.png`` in the
+sweep directory, and logs the three to the sweep's parent MLflow run.
+
+The source documents compare the models on four qualities; each column here is a measured
+proxy (``docs/comparison.md`` explains them):
+
+* fine-detail detection: ``detail kept``, the share of the test accuracy that survives when the
+  test images are downscaled to half their side (and scaled back);
+* performance: test accuracy, and training / inference images per second on this machine;
+* flexibility: the input sizes the architecture trains at (its minimum and native side) and
+  whether ImageNet weights can be loaded;
+* compute cost: GMACs per image and inference milliseconds per image, parameters, and the
+  memory training took.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger("trainkit")
+
+REPORT = "model_report.json"
+COLUMNS = (
+    ("model", "model", "{}"),
+    ("params", "params (M)", "{:.1f}"),
+    ("gmacs", "GMACs", "{:.2f}"),
+    ("train_img_s", "train img/s", "{:.1f}"),
+    ("infer_img_s", "infer img/s", "{:.1f}"),
+    ("infer_ms_per_image", "infer ms/img", "{:.2f}"),
+    ("memory_mb", "memory (MB)", "{:.0f}"),
+    ("test_accuracy", "test accuracy", "{:.3f}"),
+    ("half_res_accuracy", "accuracy at half resolution", "{:.3f}"),
+    ("detail_kept", "fine detail: accuracy kept at half resolution", "{:.2f}"),
+    ("sizes", "flexibility: input sizes", "{}"),
+    ("imagenet_weights", "flexibility: ImageNet weights", "{}"),
+)
+
+
+def gather(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Every job's report under ``sweep_dir``, in job order."""
+    reports = []
+    for path in sorted(sweep_dir.glob(f"*/{REPORT}"), key=lambda p: _job_number(p.parent.name)):
+        report = json.loads(path.read_text())
+        if report.get("min_size") and report.get("native_size"):
+            report["sizes"] = f">= {report['min_size']} (native {report['native_size']})"
+        report["params"] = report.get("params", 0) / 1e6
+        reports.append(report)
+    return reports
+
+
+def _job_number(name: str) -> tuple[int, str]:
+    return (int(name), name) if name.isdigit() else (1 << 30, name)
+
+
+def _cell(report: dict[str, Any], key: str, form: str) -> str:
+    value = report.get(key)
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return form.format(value)
+
+
+def write_table(reports: Sequence[dict[str, Any]], sweep_dir: Path) -> list[Path]:
+    """``comparison.md``, ``comparison.csv`` and ``comparison.png`` in ``sweep_dir``."""
+    markdown = sweep_dir / "comparison.md"
+    lines = [
+        "| " + " | ".join(title for _, title, _ in COLUMNS) + " |",
+        "|" + "---|" * len(COLUMNS),
+    ]
+    for report in reports:
+        lines.append("| " + " | ".join(_cell(report, k, f) for k, _, f in COLUMNS) + " |")
+    markdown.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    table = sweep_dir / "comparison.csv"
+    with table.open("w", newline="", encoding="utf-8") as out:
+        writer = csv.writer(out)
+        writer.writerow([key for key, _, _ in COLUMNS])
+        for report in reports:
+            writer.writerow(["" if report.get(k) is None else report.get(k) for k, _, _ in COLUMNS])
+    return [markdown, table, chart(reports, sweep_dir / "comparison.png")]
+
+
+def chart(reports: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Test accuracy against GMACs, one marker per model, its area by parameters."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    for report in reports:
+        x, y = report.get("gmacs") or 0.0, report.get("test_accuracy") or 0.0
+        axes.scatter([x], [y], s=20 + 4 * float(report.get("params") or 0.0), alpha=0.6)
+        axes.annotate(
+            str(report.get("model")), (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points"
+        )
+    axes.set_xscale("log")
+    axes.set_xlabel("GMACs per image (log)")
+    axes.set_ylabel("test accuracy")
+    axes.set_title("models under one budget (marker area: parameters)")
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def log_to_parent_run(sweep_dir: Path, uri: str, paths: Sequence[Path]) -> str | None:
+    """Log the comparison files to the sweep's parent MLflow run; its id, or None."""
+    from mlflow import MlflowClient
+
+    from trainkit.tracking.store import PARENT_RUN_ID_FILE
+
+    marker = sweep_dir / PARENT_RUN_ID_FILE
+    if not marker.exists():
+        return None
+    run_id = marker.read_text().strip()
+    client = MlflowClient(uri)
+    for path in paths:
+        client.log_artifact(run_id, str(path), "comparison")
+    return run_id
+
+
+class CompareModels(Callback):
+    """Hydra callback: at the end of a multirun, compare the models its jobs trained."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        from trainkit.job import tracking_settings
+
+        sweep_dir = Path(config.hydra.sweep.dir).resolve()
+        reports = gather(sweep_dir)
+        if not reports:
+            log.warning("compare: no %s under %s: nothing to compare", REPORT, sweep_dir)
+            return
+        paths = write_table(reports, sweep_dir)
+        print(f"comparison of {len(reports)} models: {paths[0]}", flush=True)
+        try:
+            uri = tracking_settings(config)["uri"]
+            if log_to_parent_run(sweep_dir, uri, paths):
+                print("comparison logged to the sweep's MLflow parent run", flush=True)
+        except Exception as exc:  # the files are written; the store is a copy
+            log.warning("compare: logging to MLflow failed: %s: %s", type(exc).__name__, exc)
