@@ -276,7 +276,7 @@ class Browser:
     def html(self) -> str:
         return self.evaluate("document.documentElement.outerHTML") or ""
 
-    def wait_for_text(self, *needles: str, timeout: float = 40.0, settle: float = 1.0) -> str:
+    def wait_for_text(self, *needles: str, timeout: float = 90.0, settle: float = 1.0) -> str:
         """Poll the rendered text until it holds every needle; returns it. Raises with what the
         page showed instead."""
         deadline = time.monotonic() + timeout
@@ -373,7 +373,10 @@ def mlflow_pages(base: str, run: Run) -> dict[str, tuple[str, list[str]]]:
     return {
         "mlflow_runs": (f"{experiment}/runs{view}", [run.run_name, "Run Name"]),
         "mlflow_run_overview": (f"{page}{view}", [run.run_name, "Description", "Trained"]),
-        "mlflow_run_metrics": (f"{page}/model-metrics{view}", [run.run_name, "loss", "lr"]),
+        "mlflow_run_metrics": (
+            f"{page}/model-metrics{view}",
+            [f"{run.run_name} (loss)", f"{run.run_name} (accuracy)"],  # drawn charts' legends
+        ),
         "mlflow_run_artifacts": (
             f"{page}/artifacts{view}",
             [run.run_name, "predict_class_counts.json", "config.yaml"],
