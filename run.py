@@ -1,18 +1,18 @@
 """trainkit's command line: ``python run.py model=alexnet callbacks=full``.
 
 Hydra composes ``conf/config.yaml`` with the overrides; :func:`trainkit.job.main` does the work.
+TensorFlow's start-up messages are hidden (``TRAINKIT_TF_LOGS=1`` shows them).
 """
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import hydra
+from omegaconf import DictConfig
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    from trainkit.runtime import quiet_tensorflow
+
+    quiet_tensorflow()  # before anything imports TensorFlow
     from trainkit.job import main as run_job
 
     return run_job(cfg)
