@@ -20,6 +20,11 @@ def main(cfg: DictConfig) -> float | None:
 
 if __name__ == "__main__":
     # Config errors (an unknown option, a bad override, a wrong type) as one line, exit 2.
+    import sys
+
+    from trainkit.config.callbacks import exit_on_callback_override_error
     from trainkit.errors import run_reporting_errors
 
+    # A misspelt callback option, or one of a callback the stack lacks: its own one line.
+    exit_on_callback_override_error(sys.argv[1:])
     run_reporting_errors(main)

@@ -44,7 +44,7 @@ def test_every_option_composes(compose_cfg, group, option):
 
 @pytest.mark.parametrize("option", options("experiment"))
 def test_experiment_overlays_compose(compose_cfg, option):
-    cfg = compose_cfg([f"+experiment={option}"])
+    cfg = compose_cfg([f"experiment={option}"])
     OmegaConf.to_container(cfg, resolve=True)
 
 

@@ -56,16 +56,17 @@ def main(cfg: DictConfig) -> float | None:
         raise ConfigError(f"unknown task '{task}': choose task=train or task=predict")
     except TrainkitError as err:
         fail(err)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         # The callbacks already closed with KILLED (train's finally): say so, no traceback.
         log.debug("interrupted", exc_info=True)
+        name = getattr(stop, "name", "SIGINT")
         print(
-            "interrupted: the MLflow run ended KILLED; checkpoints and logs are kept in the "
-            "run directory",
+            f"interrupted ({name}): the MLflow run ended KILLED; the backup, checkpoints and "
+            "logs are in the run directory; rerun the same command to resume",
             file=sys.stderr,
             flush=True,
         )
-        raise SystemExit(130) from None
+        raise SystemExit(getattr(stop, "exit_code", 130)) from None
     except Exception as exc:
         user_error = as_user_error(exc, cfg)
         if user_error is None:
@@ -216,6 +217,10 @@ def train(cfg: DictConfig) -> float | None:
     redact_saved_config(run_dir)  # Hydra's .hydra/*.yaml: no password left in the run directory
     trainer = cfg.trainer
     runtime.configure(OmegaConf.to_container(trainer, resolve=True))
+    if trainer.get("deterministic"):
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     placement = make_strategy(
         trainer.get("strategy") or "auto",
         trainer.get("devices"),
@@ -282,7 +287,27 @@ def train(cfg: DictConfig) -> float | None:
         strategy=placement.name,
         worker_index=placement.worker_index,
     )
-    stack = build_stack(cfg.get("callbacks"), context, model)
+    from callbacks.backup import Backup, resume_within_epoch
+    from trainkit import signals
+    from trainkit.stack import instantiate_callbacks
+
+    # GracefulStop last: it ends fit after a signal once every callback saw the step.
+    stack = build_stack(
+        [*instantiate_callbacks(cfg.get("callbacks")), signals.GracefulStop()], context, model
+    )
+    # Exact resume: the data starts at the batch after the backup's (no batch drawn twice).
+    epochs = int(trainer.epochs)
+    backup = context.find(Backup)
+    first_epoch, steps_done = (backup.resume_point() if backup else None) or (0, 0)
+    first_epoch = min(first_epoch, epochs)
+    train_data = data.extras["train_data"].stream(
+        first_epoch, epochs, steps_done, int(steps_per_epoch)
+    )
+    if steps_done:
+        train_data = train_data.repeat()  # its length is not Keras's epochs x steps any more
+        resume_within_epoch(stack, model, first_epoch, steps_done, train_data.element_spec)
+    if placement.num_workers > 1:
+        train_data = shard(train_data)
 
     log.info(
         "model %s (%s params) on %s: %s train / %s val / %s test images at %sx%s, %s classes",
@@ -299,24 +324,29 @@ def train(cfg: DictConfig) -> float | None:
     history: dict[str, list[float]] = {}
     test: dict[str, float] = {}
     try:
-        fit = model.fit(
-            train_data,
-            validation_data=val_data,
-            epochs=int(trainer.epochs),
-            steps_per_epoch=int(steps_per_epoch),
-            validation_steps=int(validation_steps),
-            shuffle=False,  # the pipeline shuffles
-            callbacks=stack.for_fit(int(trainer.epochs), context.steps.train, verbose=2),
-        )
-        history = fit.history
-        test = model.evaluate(
-            test_data, callbacks=stack.for_evaluate(context.steps.test), return_dict=True
-        )
-        model.predict(
-            predict_images,
-            batch_size=data.batch_size,
-            callbacks=stack.for_predict(context.steps.predict),
-        )
+        with signals.installed(model):
+            fit = model.fit(
+                train_data,
+                validation_data=val_data,
+                epochs=epochs,
+                initial_epoch=first_epoch,
+                steps_per_epoch=int(steps_per_epoch),
+                validation_steps=int(validation_steps),
+                shuffle=False,  # the pipeline shuffles
+                callbacks=stack.for_fit(epochs, context.steps.train, verbose=2),
+            )
+            history = fit.history
+            non_finite = non_finite_stop(context)
+            if non_finite:
+                raise NonFiniteLossError(non_finite)
+            test = model.evaluate(
+                test_data, callbacks=stack.for_evaluate(context.steps.test), return_dict=True
+            )
+            model.predict(
+                predict_images,
+                batch_size=data.batch_size,
+                callbacks=stack.for_predict(context.steps.predict),
+            )
         status = JobStatus.FINISHED
     except KeyboardInterrupt:
         status = JobStatus.KILLED
@@ -336,6 +366,24 @@ def train(cfg: DictConfig) -> float | None:
     value = monitored_value(history, test, metric, model)
     report(run_dir, context.tracking, test, metric, value)
     return value
+
+
+class NonFiniteLossError(TrainkitError):
+    """Training stopped on a NaN or infinite loss; the run ends FAILED."""
+
+
+def non_finite_stop(context) -> str | None:
+    """The message for a fit that a callback stopped on a non-finite value, or None."""
+    from trainkit.context import StopsTraining
+
+    for callback in context.find_all(StopsTraining):
+        if callback.stop_reason == "non_finite":
+            name = getattr(callback, "trainkit_name", type(callback).__name__)
+            return (
+                f"training stopped: the loss is not finite ({name}); the last good weights are "
+                "kept. Lower optimizer.learning_rate or check the data"
+            )
+    return None
 
 
 def report(run_dir: Path, tracking: dict, test: dict, metric: str, value) -> None:
