@@ -64,10 +64,23 @@ from trainkit.tracking.flatten import (
     to_params,
 )
 from trainkit.tracking.spool import SPOOL_NAME, Spool
-from trainkit.tracking.store import RunSpec, TrackedRun, log_keras_model, probe
+from trainkit.tracking.store import (
+    RunSpec,
+    TrackedRun,
+    default_run_name,
+    log_keras_model,
+    probe,
+    run_description,
+)
 from trainkit.tracking.store import unreachable_message as _unreachable
 from trainkit.tracking.summary import model_summary
-from trainkit.tracking.sweep import detect_sweep, git_commit
+from trainkit.tracking.sweep import (
+    OPTIMIZED_METRIC_TAG,
+    OPTIMIZED_VALUE_TAG,
+    detect_sweep,
+    git_commit,
+    job_command,
+)
 from trainkit.tracking.writer import BackgroundWriter
 
 log = logging.getLogger("trainkit.tracking")
@@ -142,6 +155,7 @@ class MLflowLogger(TrainkitCallback):
         self._predict_t0 = 0.0
         self._predict_n = 0
         self._predict_counts: np.ndarray | None = None
+        self._test_logs: dict[str, float] = {}
 
     # ------------------------------------------------------------------ Keras: model/params
 
@@ -192,10 +206,18 @@ class MLflowLogger(TrainkitCallback):
                 tags["trainkit.overrides"] = overrides
             if not run_name:
                 run_name = f"#{sweep.job_num} {overrides}".strip()[:250]
+        ctx = self.context
+        model = ctx.model_name if ctx is not None else None
+        stack = ctx.stack if ctx is not None else None
+        if "mlflow.note.content" not in tags:
+            data = ((ctx.config or {}).get("data") or {}) if ctx is not None else {}
+            data_name = data.get("name") if isinstance(data, dict) else None
+            tags["mlflow.note.content"] = run_description(model, data_name, stack, job_command())
         return RunSpec(
             uri=self._uri(),
             experiment=str(tracking.get("experiment") or "trainkit"),
             run_name=run_name or None,
+            name_hint=default_run_name(model or "run", stack or ""),
             tags=tags,
             run_dir=str(self.run_dir.resolve()),
             sweep_dir=sweep.sweep_dir if sweep else None,
@@ -581,6 +603,7 @@ class MLflowLogger(TrainkitCallback):
         ms = int(time.time() * 1000)
         for key, value in (logs or {}).items():
             if isinstance(value, bool | int | float | np.number):
+                self._test_logs[key] = float(value)
                 # Timing's test_time is already prefixed: don't make it test_test_time.
                 name = key if key.startswith("test_") else f"test_{key}"
                 self.writer.points.append((name, float(value), step, ms))
@@ -645,10 +668,16 @@ class MLflowLogger(TrainkitCallback):
         if self._predict_n:
             points.append(("predict_ms_per_sample", 1000 * latency / self._predict_n, step, ms))
         if self._predict_counts is not None:
+            # One artifact, not a chart per class ahead of loss and accuracy on the run page.
             names = self.context.class_names if self.context is not None else []
-            for i, count in enumerate(self._predict_counts.tolist()):
-                name = names[i] if i < len(names) else str(i)
-                points.append((metric_key(f"predict_class/{name}"), float(count), step, ms))
+            counts = {
+                (names[i] if i < len(names) else str(i)): int(count)
+                for i, count in enumerate(self._predict_counts.tolist())
+            }
+            path = self.run_path(ARTIFACT_DIR, "predict_class_counts.json")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(counts, indent=1), encoding="utf-8")
+            self.writer.submit("a", str(path), None)
 
     # ------------------------------------------------------------------ job end
 
@@ -664,6 +693,7 @@ class MLflowLogger(TrainkitCallback):
             self._flush_pending()
             if status is JobStatus.FINISHED:
                 self._log_confusion()
+                self._tag_optimized_metric()
             self._wait_for_model()
             if self._model_pending and self._model_args is not None:
                 self._log_model_now(*self._model_args)  # the store may be back by now
@@ -696,6 +726,23 @@ class MLflowLogger(TrainkitCallback):
                 )
         except Exception as exc:  # on_job_end must not raise
             log.warning("MLflow: on_job_end failed: %s: %s", type(exc).__name__, exc)
+
+    def _tag_optimized_metric(self) -> None:
+        """The value a sweeper optimizes (``optimized_metric``), as the job computes it: what a
+        sweep's parent run compares its children by."""
+        from trainkit.job import monitored_value
+
+        config = self.context.config if self.context is not None else {}
+        metric = str((config or {}).get("optimized_metric") or "val_accuracy")
+        history: dict[str, list[float]] = {}
+        for _, logs in self._history:
+            for key, value in logs.items():
+                history.setdefault(key, []).append(value)
+        value = monitored_value(history, self._test_logs, metric, self.model)
+        if value is not None and self.writer is not None:
+            self.writer.submit(
+                "t", {OPTIMIZED_METRIC_TAG: metric, OPTIMIZED_VALUE_TAG: f"{value:.6g}"}
+            )
 
     def _tag_error(self, run: Any, status: JobStatus) -> None:
         """A FAILED run carries the job's error line (``RunContext.error``) as a tag."""

@@ -44,7 +44,7 @@ def test_every_option_composes(compose_cfg, group, option):
 
 @pytest.mark.parametrize("option", options("experiment"))
 def test_experiment_overlays_compose(compose_cfg, option):
-    cfg = compose_cfg([f"+experiment={option}"])
+    cfg = compose_cfg([f"experiment={option}"])
     OmegaConf.to_container(cfg, resolve=True)
 
 
@@ -126,4 +126,4 @@ def test_validate_names_every_bad_key_at_once(compose_cfg):
 def test_every_shipped_overlay_is_valid(compose_cfg, option):
     from trainkit.config.schema import validate
 
-    validate(compose_cfg([f"+experiment={option}"]))
+    validate(compose_cfg([f"experiment={option}"]))

@@ -7,7 +7,7 @@ without a test fails ``test_every_documented_row_is_tested``).
 
 Most cases fail in the config check, before TensorFlow is imported (about two seconds); those
 that need TensorFlow (building a callback, loading a model) are marked ``slow``. The selected
-cases run three at a time in one module fixture, so the file costs the slowest few, not the sum.
+cases start three at a time when the module starts, and each test waits for its own.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import subprocess
 import sys
 import zipfile
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -228,7 +229,8 @@ CASES = [
     case(
         "callbacks.early_stopping.patience=abc",
         "callbacks.early_stopping.patience",
-        "callbacks.early_stopping.patience='abc' is not a whole number",
+        "callbacks.early_stopping.patience=abc: callbacks.early_stopping.patience expects a "
+        "whole number",
         slow=True,
     ),
     case(
@@ -371,9 +373,24 @@ def case_id(case: Case) -> str:
     return re.sub(r"[^\w.=+-]+", "_", case.doc).strip("_")
 
 
+class Results:
+    """The selected cases, started three at a time when the module starts; each test waits
+    only for its own case (so no test waits for all of them)."""
+
+    def __init__(self, todo: list[Case], base: Path, files: dict[str, str]) -> None:
+        self.pool = concurrent.futures.ThreadPoolExecutor(max_workers=3)
+        self.runs = {}
+        for i, c in enumerate(todo):
+            cwd = base / f"case{i}"
+            self.runs[c.doc] = (self.pool.submit(run_case, c, cwd, files), cwd)
+
+    def __getitem__(self, doc: str) -> tuple[subprocess.CompletedProcess, Path]:
+        future, cwd = self.runs[doc]
+        return future.result(), cwd
+
+
 @pytest.fixture(scope="module")
-def results(request, tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path]]:
-    """Run every selected case, three processes at a time (each is mostly one import)."""
+def results(request, tmp_path_factory) -> Iterator[Results]:
     selected = set()
     for item in request.session.items:
         if item.module is not sys.modules[__name__]:
@@ -384,16 +401,9 @@ def results(request, tmp_path_factory) -> dict[str, tuple[subprocess.CompletedPr
             selected.add(NEEDS[item.originalname])
     base = tmp_path_factory.mktemp("errors")
     files = make_files(base / "files")
-    todo = [c for c in CASES if c.doc in selected]
-    out = {}
-    with concurrent.futures.ThreadPoolExecutor(max_workers=3) as pool:
-        futures = {
-            c.doc: (pool.submit(run_case, c, base / f"case{i}", files), base / f"case{i}")
-            for i, c in enumerate(todo)
-        }
-        for doc, (future, cwd) in futures.items():
-            out[doc] = (future.result(), cwd)
-    return out
+    started = Results([c for c in CASES if c.doc in selected], base, files)
+    yield started
+    started.pool.shutdown(wait=True, cancel_futures=True)
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ from hydra.utils import instantiate
 from keras.src.utils.python_utils import pythonify_logs
 
 from callbacks.base import StepClock, TrainkitCallback
+from trainkit.config.callbacks import check_entry
 from trainkit.context import JobAware, JobStatus, LogsObserver, RunContext, ShowsProgress
 from trainkit.errors import ConfigError, one_line, root_cause
 
@@ -45,6 +46,8 @@ def instantiate_callbacks(entries: Mapping[str, Any] | None) -> list[keras.callb
     for name, entry in (entries or {}).items():
         if entry is None:
             continue
+        # every key must be an option of the target's signature (a '+' override can add any)
+        check_entry(name, entry)
         if not isinstance(entry, Mapping) or "_target_" not in entry:
             raise ConfigError(
                 f"callbacks.{name} must be a dict with a _target_ "

@@ -265,7 +265,8 @@ def _tracking(cfg: DictConfig) -> list[str]:
     if uri:
         scheme = urlparse(str(uri)).scheme
         # A bare path is MLflow's file store; "C:" style drive letters are paths too.
-        if scheme and len(scheme) > 1 and scheme not in TRACKING_SCHEMES:
+        # postgresql+psycopg://, mysql+pymysql://: the driver after "+" is SQLAlchemy's.
+        if scheme and len(scheme) > 1 and scheme.split("+")[0] not in TRACKING_SCHEMES:
             out.append(
                 f"tracking.uri='{uri}' is not an MLflow store: use sqlite:///mlflow.db, "
                 "http://HOST:PORT, file:///DIR or a database URI "

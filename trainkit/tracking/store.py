@@ -22,11 +22,19 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 
 from trainkit.tracking.flatten import MAX_TAG_VALUE, metric_key, redact_uri
 
 log = logging.getLogger("trainkit.tracking")
+# "Creating initial MLflow database tables..." at a new store's first job: not what a user reads.
+for _name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+# MLflow 3's UI opens an experiment on its GenAI view (traces, prompts) unless this experiment
+# tag says it is for model training (mlflow/server/js: ExperimentKind.CUSTOM_MODEL_DEVELOPMENT).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 
 RUN_ID_FILE = "mlflow_run_id"
 PARENT_RUN_ID_FILE = "mlflow_parent_run_id"
@@ -53,7 +61,8 @@ class RunSpec:
 
     uri: str
     experiment: str = "trainkit"
-    run_name: str | None = None
+    run_name: str | None = None  # the user's own (tracking.run_name), or a sweep job's
+    name_hint: str | None = None  # else this, made unique in the experiment (-2, -3 ...)
     tags: dict[str, str] = field(default_factory=dict)
     run_dir: str | None = None
     sweep_dir: str | None = None
@@ -65,6 +74,7 @@ class RunSpec:
             "uri": self.uri,
             "experiment": self.experiment,
             "run_name": self.run_name,
+            "name_hint": self.name_hint,
             "tags": self.tags,
             "run_dir": self.run_dir,
             "sweep_dir": self.sweep_dir,
@@ -74,6 +84,32 @@ class RunSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def default_run_name(model: str, stack: str, started: float | None = None) -> str:
+    """``alexnet-full-1127-1405``: what ran and when it started (local time), readable in the
+    runs list where MLflow's random names (drawn from the job's seeded ``random``) were all
+    alike."""
+    when = time.strftime("%m%d-%H%M", time.localtime(started))
+    parts = [p for p in (model, stack) if p and p != "custom"]
+    return "-".join([*parts, when]).replace(" ", "_")
+
+
+def run_description(
+    model: str | None, data: str | None, stack: str | None, command: str | None
+) -> str:
+    """The run's description (``mlflow.note.content``, markdown): what ran, and how to run it
+    again."""
+    lines = []
+    what = [f"**{model}**" if model else "a model"]
+    if data:
+        what.append(f"on **{data}**")
+    if stack and stack != "custom":
+        what.append(f"with the **{stack}** callback stack")
+    lines.append("Trained " + " ".join(what) + ".")
+    if command:
+        lines += ["", "```", command, "```"]
+    return "\n".join(lines)
 
 
 def probe(uri: str, timeout: float = 2.0) -> bool:
@@ -177,10 +213,16 @@ class TrackedRun:
         if experiment is not None:
             if experiment.lifecycle_stage == "deleted":
                 self.client.restore_experiment(experiment.experiment_id)
+            if EXPERIMENT_KIND_TAG not in experiment.tags:  # a kind the user chose stays
+                self.client.set_experiment_tag(
+                    experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
+                )
             return experiment.experiment_id
         try:
             return self.client.create_experiment(
-                self.spec.experiment, artifact_location=self._artifact_location()
+                self.spec.experiment,
+                artifact_location=self._artifact_location(),
+                tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND},
             )
         except MlflowException as exc:  # another job of the sweep created it first
             experiment = self.client.get_experiment_by_name(self.spec.experiment)
@@ -234,13 +276,33 @@ class TrackedRun:
             self._parent_running()
         # The same context tags mlflow.start_run adds (user, source, git commit).
         tags = {k: str(v)[:MAX_TAG_VALUE] for k, v in resolve_tags(tags).items()}
-        if self.spec.run_name:
-            tags[MLFLOW_RUN_NAME] = self.spec.run_name
-        run = self.client.create_run(self.experiment_id, tags=tags, run_name=self.spec.run_name)
+        # Always named here: left to MLflow, the name is drawn from Python's ``random``, which
+        # the job has seeded, so every run got the same one (and the draw moved the seeded
+        # sequence on, so what the seed reproduced depended on the MLflow callback).
+        name = self.spec.run_name or self._unique_name(self.spec.name_hint or "run")
+        tags[MLFLOW_RUN_NAME] = name
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=name)
         if self.run_id_file is not None:
             self.run_id_file.parent.mkdir(parents=True, exist_ok=True)
             self.run_id_file.write_text(run.info.run_id + "\n", encoding="utf-8")
         return run.info.run_id
+
+    def _unique_name(self, base: str) -> str:
+        """``base``, or ``base-2``, ``base-3`` ... if a run of the experiment has that name."""
+        prefix = base.replace("'", "")
+        try:
+            found = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"attributes.run_name LIKE '{prefix}%'",
+                max_results=1000,
+            )
+        except MlflowException:
+            return base
+        taken = {run.info.run_name for run in found}
+        name, n = base, 2
+        while name in taken:
+            name, n = f"{base}-{n}", n + 1
+        return name
 
     def _sweep_parent(self) -> str:
         """The parent run of the sweep, created by the first job to get here.
@@ -302,6 +364,10 @@ class TrackedRun:
         tags = resolve_tags({SWEEP_TAG: self.spec.sweep_dir, ROLE_TAG: "sweep"})
         name = f"sweep {sweep_dir.parent.name}/{sweep_dir.name}"
         tags[MLFLOW_RUN_NAME] = name
+        tags[MLFLOW_RUN_NOTE] = (
+            f"A Hydra sweep: one child run per job, in `{self.spec.sweep_dir}`. The artifacts "
+            "`sweep_comparison.csv`, `.md` and `.png` compare the jobs that have ended."
+        )
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=name)
         return run.info.run_id
 
@@ -336,6 +402,16 @@ class TrackedRun:
                 count = int(failed or 0) + 1
                 self.client.set_tag(self.parent_run_id, "trainkit.failed_jobs", str(count))
             self.client.set_terminated(self.parent_run_id, "FAILED" if failed else status)
+            self._compare_sweep()
+
+    def _compare_sweep(self) -> None:
+        """Refresh the parent run's comparison of the jobs that have ended (never raises)."""
+        from trainkit.tracking.sweep import log_sweep_comparison
+
+        try:
+            log_sweep_comparison(self.client, self.parent_run_id, self.spec.sweep_dir)
+        except Exception as exc:
+            log.warning("MLflow: the sweep comparison failed: %s: %s", type(exc).__name__, exc)
 
     # -- writes --------------------------------------------------------------------------
 
