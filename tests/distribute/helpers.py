@@ -72,10 +72,12 @@ class Started:
         """(exit status, output, wall seconds); the process is killed after ``timeout``."""
         try:
             code = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
+        except BaseException:  # our timeout, pytest-timeout's, Ctrl-C: never leave it running
             self.process.kill()
             self.process.wait(10)
             code = -9
+            if not isinstance(sys.exc_info()[1], subprocess.TimeoutExpired):
+                raise
         return code, self.log.read_text(errors="replace"), time.monotonic() - self.started
 
 

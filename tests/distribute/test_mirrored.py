@@ -8,7 +8,8 @@ import pytest
 
 from tests.distribute.helpers import TINY, events, job_env, mlflow_runs, start_job
 
-pytestmark = pytest.mark.slow
+# Subprocess jobs with their own kill timeouts; on a loaded machine they take minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 
 def test_mirrored_over_two_cpus_matches_one_device(tmp_path: Path) -> None:

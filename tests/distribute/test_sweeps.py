@@ -12,7 +12,8 @@ import pytest
 
 from tests.distribute.helpers import TINY, mlflow_runs, run_job
 
-pytestmark = pytest.mark.slow
+# Subprocess jobs with their own kill timeouts; on a loaded machine they take minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 SWEEP = [
     *TINY,
