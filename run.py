@@ -1,22 +1,30 @@
 """trainkit's command line: ``python run.py model=alexnet callbacks=full``.
 
 Hydra composes ``conf/config.yaml`` with the overrides; :func:`trainkit.job.main` does the work.
+TensorFlow's start-up messages are hidden (``TRAINKIT_TF_LOGS=1`` shows them).
 """
 
-import os
-
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import hydra
+from omegaconf import DictConfig
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float | None:
+    from trainkit.runtime import quiet_tensorflow
+
+    quiet_tensorflow()  # before anything imports TensorFlow
     from trainkit.job import main as run_job
 
     return run_job(cfg)
 
 
 if __name__ == "__main__":
-    main()
+    # Config errors (an unknown option, a bad override, a wrong type) as one line, exit 2.
+    import sys
+
+    from trainkit.config.callbacks import exit_on_callback_override_error
+    from trainkit.errors import run_reporting_errors
+
+    # A misspelt callback option, or one of a callback the stack lacks: its own one line.
+    exit_on_callback_override_error(sys.argv[1:])
+    run_reporting_errors(main)

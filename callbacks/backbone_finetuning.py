@@ -49,7 +49,7 @@ class BackboneFinetuning(keras.callbacks.Callback):
     Example::
 
         BackboneFinetuning(unfreeze_at_epoch=5, lr_divisor=10)
-        # or: python run.py +experiment=finetune
+        # or: python run.py experiment=finetune
     """
 
     def __init__(

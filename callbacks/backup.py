@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import random
 import shutil
 import time
 from collections.abc import Iterable
@@ -11,41 +13,49 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 
 from callbacks.base import TrainkitCallback
+from trainkit import signals
 from trainkit.context import JobStatus
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
 class Backup(TrainkitCallback):
     """Saves the training state regularly and, when ``fit`` starts in a run directory that
-    holds one, restores it and resumes where the state was saved.
+    holds one, restores it and resumes exactly where the state was saved.
 
-    What is saved (``<run_dir>/<dirname>/``): a ``.weights.h5`` file with the model weights
-    and the full optimizer state (slots, iteration count, learning rate), and ``latest.json``
-    with the position (epoch, step within the epoch, global step), the steps per epoch, whether
-    training had finished (and stopped early), and the ``state_dict()`` of every other callback
-    of the job that has one (``EarlyStopping``, ``ReduceLROnPlateau``, ``LRSchedule``,
-    ``Checkpoint``, ``BackboneFinetuning``). It saves at every epoch end, every
-    ``save_every_n_steps`` steps if set, and at ``on_train_end``. A state is committed by
-    rewriting ``latest.json`` (write, then atomic rename) after its weights file is complete,
-    so an interrupt while saving leaves the previous state usable. (The last epoch's end is
-    left to ``on_train_end``, which follows it, so a large model is not written twice.)
+    What is saved (``<run_dir>/<dirname>/``): ``state-<ns>.npz`` with every model variable
+    (weights, non-trainable statistics and the ``keras.random.SeedGenerator`` states of dropout
+    and other random layers) and every optimizer variable (slots, iteration count, learning
+    rate), and ``latest.json`` with the position (epoch, step within the epoch, global step), the
+    steps per epoch, whether training had finished (and stopped early), the random generators'
+    states (Python ``random``, NumPy's global generator, Keras's global seed generator) and the
+    ``state_dict()`` of every other callback of the job that has one (``EarlyStopping``,
+    ``ReduceLROnPlateau``, ``LRSchedule``, ``Checkpoint``, ``BackboneFinetuning``). The data order
+    needs no state: the job's training data is a function of (seed, epoch)
+    (:class:`trainkit.data.pipeline.TrainData`). It saves at every epoch end, every
+    ``save_every_n_steps`` steps if set (read from the stack's clock), after the running step
+    when the job receives SIGINT or SIGTERM (:mod:`trainkit.signals`), and at ``on_train_end``.
+    A state is committed by rewriting ``latest.json`` (write, then atomic rename) after its
+    arrays are complete, so an interrupt while saving leaves the previous state usable.
 
-    What a rerun restores, at ``on_train_begin``: weights, optimizer state, the callbacks'
-    states, and the position. Training restarts at the saved epoch (through Keras's
-    ``model._initial_epoch``, which ``keras.callbacks.BackupAndRestore`` uses too); a state
-    saved in the middle of an epoch makes the first ``step`` executions of that epoch skip
-    training: their batches are drawn from the dataset and dropped, their batch hooks get empty
-    logs, and the epoch's metrics cover the remaining steps only. The step count, the learning
-    rate schedule and the optimizer's iteration count are where they were; the *samples* are
-    not the same ones, because the data pipeline restarts its epoch order (a seeded shuffle
-    replays the first epoch's order). A finished training that had stopped early (early
-    stopping, NaN guard) is not continued: the rerun restores the final weights and trains no
-    epoch. Not restored: random generator states, in-memory snapshots of other callbacks
-    (``EarlyStopping``'s best weights, ``NanGuard``'s last good weights), the history of
-    metrics before the resume.
+    What a rerun restores, at ``on_train_begin``: all of the above. Training restarts at the
+    saved epoch (``model._initial_epoch``, as ``keras.callbacks.BackupAndRestore`` does). In a
+    job, a state saved in the middle of an epoch resumes with the very next batch: the job asks
+    :meth:`resume_point` before ``fit``, starts the data at that batch with ``Dataset.skip``
+    and calls :func:`resume_within_epoch`, so no batch is drawn twice and the callbacks see the
+    remaining steps of the epoch only, counted by the clock from the saved step. With
+    ``trainer.deterministic=true`` a job killed and rerun ends with the same weights as one that
+    ran through. (In a plain ``fit`` whose data trainkit does not control, the first ``step``
+    steps of the resumed epoch are drawn and dropped instead, their batch hooks get empty logs.)
+
+    A finished training that had stopped early is not continued: the rerun restores the final
+    weights and trains no epoch. Not restored: in-memory snapshots of other callbacks
+    (``EarlyStopping``'s best weights, ``NanGuard``'s last good weights), the history of metrics
+    before the resume. ``trainer.resume=PATH`` (a run directory or its backup folder) resumes
+    from another run's backup.
 
     Nothing is deleted when the job fails or is interrupted; with ``delete_on_success`` the
     backup folder is removed when the job ends ``FINISHED`` (or at ``on_train_end`` outside a
@@ -54,10 +64,7 @@ class Backup(TrainkitCallback):
     Put it after the callbacks that change their state at epoch ends (early stopping, LR
     reduction, checkpoints): its epoch-end save must see those changes. The callbacks' states
     are restored at ``on_train_begin`` and once more at the first ``on_epoch_begin``, so
-    callbacks listed after it (``BackboneFinetuning`` added by an overlay) are restored after
-    their own ``on_train_begin`` resets too. The job must put its callback list in
-    ``context.extras["callbacks"]`` for the callbacks' states to be saved. A batch hook
-    compares integers; the save every N steps writes files in the training thread.
+    callbacks listed after it are restored after their own ``on_train_begin`` resets too.
 
     Hooks: ``on_train_begin``, ``on_epoch_begin``, ``on_train_batch_begin``,
     ``on_train_batch_end``, ``on_epoch_end``, ``on_train_end``, ``on_job_end``.
@@ -77,6 +84,8 @@ class Backup(TrainkitCallback):
         #   python run.py ... hydra.run.dir=outputs/2025-01-01/12-00-00
     """
 
+    uses_clock = True
+
     def __init__(
         self,
         save_every_n_steps: int | None = None,
@@ -90,6 +99,8 @@ class Backup(TrainkitCallback):
         self.delete_on_success = delete_on_success
         self.verbose = verbose
         self.restored: dict[str, Any] | None = None
+        # Set by the job when the data already starts at the saved batch (resume_within_epoch).
+        self.data_positioned = False
         self._skip_steps = 0
 
     @property
@@ -98,6 +109,41 @@ class Backup(TrainkitCallback):
         if self.is_chief or self.context is None:
             return self.run_dir / self.dirname
         return self.run_dir / self.dirname / f"worker-{self.context.worker_index}"
+
+    def _source(self) -> Path:
+        """Where to restore from: ``trainer.resume`` (a run or backup folder) or our folder."""
+        resume = ((self.context.config if self.context else {}).get("trainer") or {}).get("resume")
+        if resume:
+            path = Path(str(resume)).expanduser()
+            return path if (path / "latest.json").exists() else path / self.dirname
+        return self.directory
+
+    def resume_point(self) -> tuple[int, int] | None:
+        """(epoch, steps done in it) where a rerun continues, or None when there is no backup.
+
+        ``epochs``, ``steps`` (per epoch) are the coming fit's, to tell a finished or changed
+        run."""
+        meta = self._read()
+        return None if meta is None else self._position(meta)
+
+    def _read(self) -> dict[str, Any] | None:
+        pointer = self._source() / "latest.json"
+        if not pointer.exists():
+            return None
+        meta = json.loads(pointer.read_text())
+        return meta if meta.get("format") == FORMAT_VERSION else None
+
+    def _position(self, meta: dict[str, Any], epochs: int | None = None, steps=None):
+        epoch, step = int(meta["epoch"]), int(meta["step"])
+        if meta.get("finished") and meta.get("stopped_early"):
+            return max(int(epochs or 0), epoch), 0
+        if step and steps is not None and meta.get("steps_per_epoch") != steps:
+            print(
+                f"Backup: steps per epoch changed ({meta.get('steps_per_epoch')} -> "
+                f"{steps}); resuming at the start of epoch {epoch + 1}"
+            )
+            return epoch, 0
+        return epoch, step
 
     def _callbacks(self) -> list[keras.callbacks.Callback]:
         listed: Iterable[keras.callbacks.Callback] = (
@@ -120,66 +166,86 @@ class Backup(TrainkitCallback):
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._steps = self.params.get("steps")
         self._epoch = 0
-        self._done_in_epoch = 0
         self._skip_steps = 0
         self._resume_at: tuple[int, int] = (-1, 0)
-        self._next_step_save = self.save_every_n_steps or 0
         self._trained = False
+        self._interrupted = False
         self._pending_states: dict[str, Any] = {}
+        self._metric_state: list[Any] = []
         self.restored = None
-        pointer = self.directory / "latest.json"
-        if not pointer.exists():
+        meta = self._read()
+        if meta is None:
             return
-        meta = json.loads(pointer.read_text())
-        optimizer = self.model.optimizer
-        if optimizer is not None and not optimizer.built:
-            # load_weights needs the optimizer's slots to exist to fill them.
-            optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(self.directory / meta["weights"])
+        source = self._source()
+        self._load_state(source / meta["weights"], meta.get("random") or {})
         self._pending_states = meta.get("callbacks", {})
         self._restore_states()
-        epoch, step = int(meta["epoch"]), int(meta["step"])
-        if meta.get("finished") and meta.get("stopped_early"):
-            epoch, step = max(int(self.params.get("epochs") or 0), epoch), 0
-        elif step and meta.get("steps_per_epoch") != self._steps:
-            print(
-                f"Backup: steps per epoch changed ({meta.get('steps_per_epoch')} -> "
-                f"{self._steps}); resuming at the start of epoch {epoch + 1}"
-            )
-            step = 0
+        epoch, step = self._position(meta, self.params.get("epochs"), self._steps)
         self.model._initial_epoch = epoch
-        self._skip_steps = step
+        self._skip_steps = 0 if self.data_positioned else step
         self._resume_at = (epoch, step)
         self.restored = meta
         if self.verbose:
             where = f"epoch {epoch + 1}" + (f", step {step}" if step else "")
-            print(f"Backup: restored {self.directory / meta['weights']}; resuming at {where}")
+            print(f"Backup: restored {source / meta['weights']}; resuming at {where}")
+
+    def _load_state(self, path: Path, rng: dict[str, Any]) -> None:
+        optimizer = self.model.optimizer
+        if optimizer is not None and not optimizer.built:
+            # The slots exist only once built; build them to fill them.
+            optimizer.build(self.model.trainable_variables)
+        with np.load(path) as arrays:
+            for prefix, variables in _state_variables(self.model):
+                count = int(arrays[f"{prefix}_count"])
+                if count != len(variables):
+                    raise ValueError(
+                        f"Backup {path} holds {count} {prefix} variables, the model has "
+                        f"{len(variables)}: it belongs to another model"
+                    )
+                for i, variable in enumerate(variables):
+                    variable.assign(arrays[f"{prefix}{i}"])
+            count = int(arrays["metrics_count"]) if "metrics_count" in arrays else 0
+            # The epoch's running metrics, put back after Keras resets them at the resumed
+            # epoch's start (on_epoch_begin), so its logs cover the whole epoch.
+            self._metric_state = [arrays[f"metrics{i}"] for i in range(count)]
+        if "python" in rng:
+            version, state, gauss = rng["python"]
+            random.setstate((version, tuple(state), gauss))
+        if "numpy" in rng:
+            name, keys, pos, has_gauss, cached = rng["numpy"]
+            np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
 
     def _restore_states(self) -> None:
         for key, callback in self._callback_keys().items():
             if key in self._pending_states:
                 callback.load_state_dict(self._pending_states[key])
 
+    def _metrics(self) -> list[Any]:
+        return list(getattr(self.model, "metrics_variables", []))
+
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        state, self._metric_state = self._metric_state, []
+        resume_epoch, resume_step = self._resume_at
+        variables = self._metrics()
+        if epoch == resume_epoch and resume_step and len(state) == len(variables):
+            for variable, value in zip(variables, state, strict=True):
+                variable.assign(value)
         if self._pending_states:
             # Again, for the callbacks listed after this one: their on_train_begin ran after
             # the first restore and reset them.
             self._restore_states()
             self._pending_states = {}
         self._epoch = epoch
-        self._done_in_epoch = 0
-        self._epoch_offset = epoch * self._steps if self._steps else 0
-        if self.save_every_n_steps and self._next_step_save <= self._epoch_offset:
-            n = self.save_every_n_steps
-            self._next_step_save = (self._epoch_offset // n + 1) * n
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self._skip_steps:
             self._install_skipper()
 
     def _install_skipper(self) -> None:
-        # Called from the first batch hook of the resumed epoch, after every callback's
-        # on_train_begin and on_epoch_begin, so no one rebuilds the train function after this.
+        # Only in a plain fit whose data does not start at the saved batch: the first steps of
+        # the resumed epoch draw their batches and drop them. Called from the first batch hook
+        # of the resumed epoch, after every on_train_begin and on_epoch_begin, so no one
+        # rebuilds the train function after this.
         model, steps_per_execution = self.model, int(getattr(self.model, "steps_per_execution", 1))
         train_function = model.train_function
         remaining = [-(-self._skip_steps // steps_per_execution)]
@@ -198,27 +264,28 @@ class Backup(TrainkitCallback):
     # -- save ---------------------------------------------------------------------------------
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        done = batch + 1 if self._steps is None else min(batch + 1, self._steps)
-        self._done_in_epoch = done
+        clock = self.clock
+        done = clock.steps_in_epoch
         resume_epoch, resume_step = self._resume_at
         if self._epoch == resume_epoch and done <= resume_step:
             return  # a skipped step of the resumed epoch: nothing new to save
         self._trained = True
-        if not self.save_every_n_steps:
-            return
-        global_step = self._epoch_offset + done
-        if global_step >= self._next_step_save:
-            n = self.save_every_n_steps
-            self._next_step_save = (global_step // n + 1) * n
+        if signals.requested() is not None:
+            # SIGINT / SIGTERM: this step is done; the job stops after the batch hooks.
+            self._interrupted = True
             self.save(self._epoch, done)
+        elif clock.due(self.save_every_n_steps) and not (self._steps and done >= self._steps):
+            self.save(self._epoch, done)  # (an epoch's last step: on_epoch_end saves it)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         last_epoch = epoch + 1 >= int(self.params.get("epochs") or 0)
-        if last_epoch or self.model.stop_training:
+        if last_epoch or self.model.stop_training or self._interrupted:
             return  # on_train_end, which comes next, saves the final state
         self.save(epoch + 1, 0)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self._interrupted:
+            return  # the state after the last step is saved; the epoch is not over
         if self._trained or self.restored is None:
             self.save(
                 self._epoch + 1 if self._trained else 0,
@@ -240,23 +307,120 @@ class Backup(TrainkitCallback):
         """Commit the current state as resuming at ``epoch`` (0-based), ``step`` steps in."""
         self.directory.mkdir(parents=True, exist_ok=True)
         global_step = epoch * (self._steps or 0) + step
-        weights = f"state-{time.time_ns()}.weights.h5"
-        self.model.save_weights(self.directory / weights)
+        name = f"state-{time.time_ns()}.npz"
+        arrays: dict[str, Any] = {}
+        for prefix, variables in [*_state_variables(self.model), ("metrics", self._metrics())]:
+            arrays[f"{prefix}_count"] = np.asarray(len(variables))
+            for i, variable in enumerate(variables):
+                arrays[f"{prefix}{i}"] = keras.ops.convert_to_numpy(variable)
+        temporary = self.directory / f".tmp-{name}"
+        with open(temporary, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(temporary, self.directory / name)
+        version, state, gauss = random.getstate()
+        name_np, keys, pos, has_gauss, cached = np.random.get_state()
         meta = {
             "format": FORMAT_VERSION,
-            "weights": weights,
+            "weights": name,
             "epoch": epoch,
             "step": step,
             "global_step": global_step,
             "steps_per_epoch": self._steps,
             "finished": finished,
             "stopped_early": stopped_early,
+            "random": {
+                "python": [version, list(state), gauss],
+                "numpy": [name_np, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+            },
             "callbacks": {key: cb.state_dict() for key, cb in self._callback_keys().items()},
         }
         pointer = self.directory / "latest.json"
         temporary = pointer.with_name(".tmp-latest.json")
-        temporary.write_text(json.dumps(meta, indent=2))
+        temporary.write_text(json.dumps(meta))
         os.replace(temporary, pointer)
-        for old in self.directory.glob("state-*.weights.h5"):
-            if old.name != weights:
+        for old in self.directory.glob("state-*"):
+            if old.name != name:
                 old.unlink(missing_ok=True)
+
+
+def _state_variables(model: keras.Model) -> list[tuple[str, list[Any]]]:
+    """The variables a backup holds, in a stable order: the model's (weights, statistics,
+    seed generator states), the optimizer's, and Keras's global seed generator's."""
+    from keras.src.random.seed_generator import global_seed_generator
+
+    parts: list[tuple[str, list[Any]]] = [("model", list(model.variables))]
+    if model.optimizer is not None:
+        parts.append(("optimizer", list(model.optimizer.variables)))
+    parts.append(("keras_seed", [global_seed_generator().state]))
+    return parts
+
+
+def resume_within_epoch(
+    stack: Any, model: keras.Model, epoch: int, steps_done: int, element_spec: Any = None
+) -> None:
+    """Make ``fit`` continue epoch ``epoch`` after ``steps_done`` steps, with data that already
+    starts at the next unseen batch (``TrainData.stream(epoch, ..., skip=steps_done)``).
+
+    Keras runs every epoch for ``steps_per_epoch`` steps: the first ``steps_done`` steps of the
+    resumed epoch become calls that neither draw a batch nor train, and the stack does not see
+    them; the remaining steps reach the callbacks as batches 0, 1 ... of an epoch that the
+    stack's clock (``clock.resume_within_epoch``) counts from ``steps_done``.
+    """
+    if steps_done <= 0:
+        return
+    stack.clock.resume_within_epoch(epoch, steps_done)
+    for callback in getattr(stack, "user_callbacks", []):
+        if isinstance(callback, Backup):
+            callback.data_positioned = True
+    if element_spec is not None:
+        # Build the compiled metrics now (Keras builds them at the first traced step), so the
+        # backup can put the resumed epoch's running metrics back at its on_epoch_begin.
+        import tensorflow as tf
+
+        def zeros(spec: Any) -> Any:
+            return tf.zeros([1 if d is None else d for d in spec.shape], spec.dtype)
+
+        model._symbolic_build(data_batch=tf.nest.map_structure(zeros, element_spec))
+    spx = max(1, int(getattr(model, "steps_per_execution", 1) or 1))
+    idle = [math.ceil(steps_done / spx)]
+    model.make_train_function()
+    train_function = model.train_function
+
+    def no_step(iterator: Any) -> dict[str, Any]:
+        idle[0] -= 1
+        if idle[0] <= 0:
+            model.train_function = train_function
+        return {}
+
+    model.train_function = no_step
+    originals = {
+        name: getattr(stack, name)
+        for name in ("on_epoch_begin", "on_train_batch_begin", "on_train_batch_end")
+    }
+    active = [False]
+
+    def restore() -> None:
+        for name in originals:
+            stack.__dict__.pop(name, None)
+
+    def epoch_begin(index: int, logs: dict[str, Any] | None = None) -> None:
+        active[0] = index == epoch
+        if not active[0]:
+            restore()
+        originals["on_epoch_begin"](index, logs)
+
+    def batch_begin(batch: int, logs: dict[str, Any] | None = None) -> None:
+        if not active[0]:
+            originals["on_train_batch_begin"](batch, logs)
+        elif batch >= steps_done:
+            originals["on_train_batch_begin"](batch - steps_done, logs)
+
+    def batch_end(batch: int, logs: dict[str, Any] | None = None) -> None:
+        if not active[0]:
+            originals["on_train_batch_end"](batch, logs)
+        elif batch >= steps_done:
+            originals["on_train_batch_end"](batch - steps_done, logs)
+
+    stack.on_epoch_begin = epoch_begin
+    stack.on_train_batch_begin = batch_begin
+    stack.on_train_batch_end = batch_end

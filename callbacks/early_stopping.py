@@ -1,55 +1,66 @@
-"""Keras's early stopping plus thresholds, a non-finite check and a stated reason."""
+"""Keras's early stopping, unchanged, plus thresholds, a non-finite check and a stated reason."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 STOP_REASONS = ("patience", "threshold", "divergence", "non_finite")
 
 
+def is_improvement(callback: Any, monitor_value: Any, reference_value: Any) -> bool:
+    """Keras's ``MonitorCallback._is_improvement``; a value of several elements (an F1 score
+    per class), for which Keras's comparison is ambiguous and raises, compares by its mean."""
+    if reference_value is None:
+        return True
+    if np.size(monitor_value) > 1 or np.size(reference_value) > 1:
+        monitor_value = float(np.mean(monitor_value))
+        reference_value = float(np.mean(reference_value))
+    return bool(callback.monitor_op(monitor_value - callback.min_delta, reference_value))
+
+
 class EarlyStopping(keras.callbacks.EarlyStopping):
-    """Stops training when the monitored value stops improving, reaches a goal, diverges or
-    is not finite, and says why.
+    """``keras.callbacks.EarlyStopping``, with Lightning's extra checks and a stated reason.
 
-    It keeps Keras's options and their meaning (``monitor``, ``mode``, ``min_delta``,
-    ``patience``, ``baseline``, ``restore_best_weights``, ``start_from_epoch``; ``mode="auto"``
-    uses the metric's direction) and adds Lightning's ``EarlyStopping`` checks, made at every
-    epoch end in this order:
+    Every Keras option and attribute keeps Keras's meaning, default and type: ``monitor``,
+    ``min_delta``, ``patience``, ``verbose``, ``mode`` (``"auto"`` uses the metric's own
+    direction), ``baseline``, ``restore_best_weights``, ``start_from_epoch``; ``wait``,
+    ``best`` (the monitored value as Keras got it, an array for array-valued metrics),
+    ``best_epoch`` (0 until an epoch is monitored), ``best_weights``, ``stopped_epoch`` (0 when
+    it did not stop, so ``if es.stopped_epoch > 0:`` works as with Keras). The patience logic
+    *is* Keras's (``super().on_epoch_end``), so with Keras's options it stops at the same epoch
+    and restores the same weights.
 
-    1. ``check_finite``: the value is NaN or infinite -> ``"non_finite"`` (checked during the
-       ``start_from_epoch`` warm-up too: a NaN is never a warm-up effect);
+    Additions, checked at each epoch end:
+
+    1. ``check_finite``: a NaN or infinite value stops at once -> ``"non_finite"`` (during the
+       ``start_from_epoch`` warm-up too: a NaN is never a warm-up effect); Keras would count it
+       as an epoch without improvement;
     2. ``stopping_threshold``: the value is at least as good as it -> ``"threshold"``;
     3. ``divergence_threshold``: the value is worse than it -> ``"divergence"``;
-    4. no improvement by more than ``min_delta`` for ``patience`` epochs -> ``"patience"``.
+    4. Keras's patience -> ``"patience"``.
 
-    Attributes (reset at ``on_train_begin``): ``best_value``, ``best_epoch`` (0-based, as
-    Keras's ``epoch`` argument; None before the first monitored epoch), ``stopped_epoch``
-    (0-based, None when it did not stop), ``stop_reason`` (one of :data:`STOP_REASONS` or
-    None), ``wait``.
+    ``stop_reason`` (one of :data:`STOP_REASONS`, or None) says which. The thresholds compare a
+    scalar; an array-valued metric (``keras.metrics.F1Score(average=None)``, one value per
+    class) is compared by its mean for them. Epoch logs: ``best_epoch`` and ``best_<monitor>``
+    (scalar metrics) every monitored epoch and ``stop_reason`` (a string) at the epoch where it
+    stops, unless an earlier callback wrote one; loggers skip strings.
 
-    Epoch logs: ``best_epoch`` and ``best_<monitor>`` (numbers) every monitored epoch, and
-    ``stop_reason`` (a string) at the epoch where it stops, unless a callback before it already
-    wrote one; loggers must skip strings. With ``restore_best_weights`` the best epoch's
-    weights are put back at ``on_train_end``, also after a ``non_finite`` or ``divergence``
-    stop. ``on_train_end``'s logs are the trainer's own copy, without the keys added here.
-
-    Resume (``callbacks.backup.Backup``): ``wait``, the best value and epoch are restored; the
-    best weights live in memory only, so after a resume ``restore_best_weights`` can only put
+    Resume (``callbacks.backup.Backup``): ``wait``, ``best`` and ``best_epoch`` are restored;
+    the best weights live in memory only, so after a resume ``restore_best_weights`` can only put
     back weights from epochs run since (the ``Checkpoint`` best file has the older ones).
 
     Keras calls ``on_epoch_end`` on callbacks in list order: put it after the loggers that
-    write the monitored key (and after callbacks that script it in tests).
+    write the monitored key.
 
     Hooks: ``on_train_begin``, ``on_epoch_end``, ``on_train_end``.
 
     Args:
         monitor, min_delta, patience, verbose, mode, baseline, restore_best_weights,
-        start_from_epoch: as in ``keras.callbacks.EarlyStopping``; ``verbose`` 1 (default)
-            prints one line when it stops.
+        start_from_epoch: as in ``keras.callbacks.EarlyStopping`` (same defaults).
         stopping_threshold: stop as soon as the value is this good or better.
         divergence_threshold: stop as soon as the value is worse than this.
         check_finite: stop when the value is NaN or infinite.
@@ -57,7 +68,7 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
     Example::
 
         EarlyStopping(monitor="val_loss", patience=5, divergence_threshold=10.0,
-                      restore_best_weights=True)
+                      restore_best_weights=True, verbose=1)
         # conf/callbacks/<stack>.yaml:
         #   early_stopping: {_target_: callbacks.early_stopping.EarlyStopping, patience: 5}
     """
@@ -65,9 +76,9 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
     def __init__(
         self,
         monitor: str = "val_loss",
-        min_delta: float = 0.0,
+        min_delta: float = 0,
         patience: int = 0,
-        verbose: int = 1,
+        verbose: int = 0,
         mode: str = "auto",
         baseline: float | None = None,
         restore_best_weights: bool = False,
@@ -89,65 +100,47 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
         self.stopping_threshold = stopping_threshold
         self.divergence_threshold = divergence_threshold
         self.check_finite = check_finite
-        self._reset()
-
-    def _reset(self) -> None:
-        self.wait = 0
-        self.best = None
-        self.best_weights = None
-        self.best_epoch: int | None = None
-        self.stopped_epoch: int | None = None
         self.stop_reason: str | None = None
+        self.best_epoch = 0
         self._best_weights_lost = False
 
+    def _is_improvement(self, monitor_value: Any, reference_value: Any) -> bool:
+        return is_improvement(self, monitor_value, reference_value)
+
     @property
-    def best_value(self) -> float | None:
+    def best_value(self) -> Any:
         return self.best
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self._reset()
-
-    def _lower_is_better(self) -> bool:
-        if self.monitor_op is None:
-            self._set_monitor_op()
-        return self.monitor_op is ops.less
+        super().on_train_begin(logs)
+        self.stop_reason = None
+        self._best_weights_lost = False
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         logs = logs if logs is not None else {}
-        current = self.get_monitor_value(logs)
-        if current is None:
-            return
-        current = float(current)
-        if self.check_finite and not math.isfinite(current):
+        current = logs.get(self.monitor)
+        if current is not None and self.check_finite and not np.all(np.isfinite(current)):
+            self._write_best(logs)
             self._stop(epoch, "non_finite", f"{self.monitor} = {current}", logs)
             return
-        if epoch < self.start_from_epoch:
+        stopped_before = self.model.stop_training and self.stopped_epoch == epoch
+        super().on_epoch_end(epoch, logs)  # Keras's logic, exactly
+        if current is None or epoch < self.start_from_epoch:
             return
-        lower = self._lower_is_better()
-        reason = self._threshold_reason(current, lower)
-        if self.restore_best_weights and self.best_weights is None and not self._best_weights_lost:
-            self.best_weights = self.model.get_weights()
-            self.best_epoch = epoch
-        self.wait += 1
-        improved = math.isfinite(current) and bool(self._is_improvement(current, self.best))
-        if improved:
-            self.best = current
-            self.best_epoch = epoch
-            self._best_weights_lost = False
-            if self.restore_best_weights:
-                self.best_weights = self.model.get_weights()
-            # As in Keras: only beating the baseline as well restarts the patience count.
-            if self.baseline is None or self._is_improvement(current, self.baseline):
-                self.wait = 0
         self._write_best(logs)
+        reason = self._threshold_reason(float(np.mean(current)))
         if reason is not None:
             self._stop(epoch, *reason, logs)
-        elif not improved and self.wait >= self.patience:
-            detail = f"no improvement for {self.wait} epochs"
-            self._stop(epoch, "patience", detail, logs)
+        elif self.stopped_epoch == epoch and epoch > 0 and not stopped_before:
+            self._stop(epoch, "patience", f"no improvement for {self.wait} epochs", logs)
 
-    def _threshold_reason(self, current: float, lower: bool) -> tuple[str, str] | None:
+    def _threshold_reason(self, current: float) -> tuple[str, str] | None:
         goal, limit = self.stopping_threshold, self.divergence_threshold
+        if goal is None and limit is None:
+            return None
+        if self.monitor_op is None:
+            self._set_monitor_op()
+        lower = self.monitor_op is ops.less
         if goal is not None and (current <= goal if lower else current >= goal):
             return "threshold", f"{self.monitor} = {current:.6g} reached {goal}"
         if limit is not None and (current > limit if lower else current < limit):
@@ -155,7 +148,7 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
         return None
 
     def _write_best(self, logs: dict[str, Any]) -> None:
-        if self.best is not None:
+        if self.best is not None and np.ndim(self.best) == 0:
             logs[f"best_{self.monitor}"] = float(self.best)
             logs["best_epoch"] = self.best_epoch
 
@@ -165,35 +158,29 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
         self.stop_reason = reason
         # An earlier callback's reason (NanGuard's) wins: it acted first.
         logs.setdefault("stop_reason", reason)
-        self._write_best(logs)
         if self.verbose > 0:
-            best = (
-                f"; best {self.monitor} {self.best:.6g} at epoch {self.best_epoch + 1}"
-                if self.best is not None and self.best_epoch is not None
-                else ""
-            )
-            print(f"EarlyStopping: stopped at epoch {epoch + 1} ({reason}: {detail}){best}")
+            print(f"EarlyStopping: stopped at epoch {epoch + 1} ({reason}: {detail})")
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        if self.restore_best_weights and self.best_weights is not None:
-            if self.verbose > 0:
-                print(f"EarlyStopping: restoring the weights of epoch {self.best_epoch + 1}")
-            self.model.set_weights(self.best_weights)
-        elif self.restore_best_weights and self._best_weights_lost and self.verbose > 0:
+        lost = self.restore_best_weights and self.best_weights is None and self._best_weights_lost
+        if lost and self.verbose > 0:
             print(
                 "EarlyStopping: the best weights predate the resume and are not in memory; "
                 "the model keeps its last weights"
             )
+        super().on_train_end(logs)
 
     # -- resume support (callbacks.backup.Backup) ---------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        return {"wait": self.wait, "best": self.best, "best_epoch": self.best_epoch}
+        best = None if self.best is None else np.asarray(self.best).tolist()
+        return {"wait": self.wait, "best": best, "best_epoch": self.best_epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.wait = int(state.get("wait", 0))
-        self.best = state.get("best")
-        self.best_epoch = state.get("best_epoch")
+        best = state.get("best")
+        self.best = None if best is None else (np.asarray(best) if isinstance(best, list) else best)
+        self.best_epoch = int(state.get("best_epoch") or 0)
         # The best weights live in memory only; after a resume they are those of the first
         # epoch that improves on the restored best (Checkpoint keeps the older best on disk).
         self.best_weights = None

@@ -19,6 +19,15 @@ True batch indices
     ``first_batch``. For training the epoch length comes from ``params["steps"]``; for
     validation, test and predict from the job's ``context.steps`` when it is there.
 
+Logs as the whole stack left them
+    In a stack (:func:`trainkit.stack.build_stack`) the ``on_train_batch_end``,
+    ``on_epoch_end``, ``on_test_end`` and ``on_train_end`` lines are written in ``after_stack``,
+    once every callback ran the hook, so their ``logs`` hold the keys that callbacks placed after
+    the logger wrote (``best_epoch``, a user's own); the order of the lines is the order of the
+    hooks. In a plain ``model.fit(callbacks=[...])`` each line is written in the hook itself.
+    String values under keys that name secrets (:func:`trainkit.tracking.flatten.is_secret_key`)
+    are written as ``***``, and URI credentials in strings are removed.
+
 Options
     path: the file, relative to the run directory (default ``events.jsonl``).
     hooks: the hook names to record (default: all 16).
@@ -42,6 +51,8 @@ from typing import IO, Any
 import numpy as np
 
 from callbacks.base import KERAS_HOOKS, TrainkitCallback
+from trainkit.context import RunContext
+from trainkit.tracking.flatten import REDACTED, is_secret_key, redact_uri
 
 logger = logging.getLogger("trainkit.hooks")
 
@@ -49,7 +60,9 @@ ALL_HOOKS = KERAS_HOOKS
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, int | str | bool) or value is None:
+    if isinstance(value, str):
+        return redact_uri(value)
+    if isinstance(value, int | bool) or value is None:
         return value
     if isinstance(value, float | np.floating):
         value = float(value)
@@ -63,7 +76,11 @@ def _jsonable(value: Any) -> Any:
         # Predict batches carry the model outputs: record their shape, not the numbers.
         return {"shape": [int(d) if d is not None else None for d in shape]}
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        # Numbers are metrics (``user_key_count``); a string under a secret's name is not.
+        return {
+            str(k): REDACTED if isinstance(v, str) and is_secret_key(str(k)) else _jsonable(v)
+            for k, v in value.items()
+        }
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     return repr(value)
@@ -95,12 +112,48 @@ class HookLogger(TrainkitCallback):
         self._in_fit = False
         self._test_phase = "test"
         self._begin_batch = 0
+        self._stacked = False  # log-carrying hooks written in after_stack (in a Stack)
+        self._pending: tuple[str, str, int | None, Any, dict[str, Any]] | None = None
+
+    def set_context(self, context: RunContext) -> None:
+        super().set_context(context)
+        self._stacked = any(cb is self for cb in context.callbacks)
 
     @property
     def path(self) -> Path:
         return self.run_dir / self.relative_path
 
     # -- writing --------------------------------------------------------------------------
+    def _emit_after_stack(
+        self, hook: str, phase: str, batch: int | None = None, logs=None, **extra
+    ) -> None:
+        """In a stack, hold the event until after_stack hands the final logs; else write it."""
+        if not self._stacked:
+            self._emit(hook, phase, batch, logs, **extra)
+            return
+        self._write_pending()  # the previous one's after_stack never came: write it as it was
+        extra["epoch"] = self._epoch  # as it is now, not when after_stack comes
+        self._pending = (hook, phase, batch, logs, extra)
+
+    def after_stack(self, hook: str, index: int | None, logs: dict[str, Any]) -> None:
+        """Write the held event with the logs as the whole stack left them."""
+        pending, self._pending = self._pending, None
+        if pending is None or pending[0] != hook:
+            if pending is not None:
+                self._pending = pending
+                self._write_pending()
+            return
+        name, phase, batch, _, extra = pending
+        self._emit(name, phase, batch, logs, **extra)
+        if hook in ("on_epoch_end", "on_test_end", "on_train_end"):
+            self._flush()
+
+    def _write_pending(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            name, phase, batch, logs, extra = pending
+            self._emit(name, phase, batch, logs, **extra)
+
     def _emit(self, hook: str, phase: str, batch: int | None = None, logs=None, **extra) -> None:
         now = time.perf_counter()
         dt, self._last = now - self._last, now
@@ -109,7 +162,7 @@ class HookLogger(TrainkitCallback):
         event = {
             "hook": hook,
             "phase": phase,
-            "epoch": self._epoch,
+            "epoch": extra.pop("epoch", self._epoch),
             "batch": batch,
             "wall_time": time.time(),
             "dt": dt,
@@ -134,6 +187,7 @@ class HookLogger(TrainkitCallback):
             self._file = None
 
     def on_job_end(self, status: str) -> None:
+        self._write_pending()
         self.close()
 
     def __del__(self) -> None:
@@ -167,7 +221,10 @@ class HookLogger(TrainkitCallback):
         last = min(batch, steps - 1) if steps else batch
         first = self._begin_batch
         if self._wanted(first, last):
-            self._emit(hook, phase, last, logs, first_batch=first)
+            if hook == "on_train_batch_end":
+                self._emit_after_stack(hook, phase, last, logs, first_batch=first)
+            else:
+                self._emit(hook, phase, last, logs, first_batch=first)
         else:
             self._last = time.perf_counter()
 
@@ -190,7 +247,7 @@ class HookLogger(TrainkitCallback):
         self._emit("on_train_begin", "train", logs=logs)
 
     def on_train_end(self, logs=None) -> None:
-        self._emit("on_train_end", "train", logs=logs)
+        self._emit_after_stack("on_train_end", "train", logs=logs)
         self._in_fit = False
         self._epoch = None
         self._flush()
@@ -201,7 +258,7 @@ class HookLogger(TrainkitCallback):
 
     def on_epoch_end(self, epoch, logs=None) -> None:
         self._epoch = int(epoch)
-        self._emit("on_epoch_end", "train", logs=logs)
+        self._emit_after_stack("on_epoch_end", "train", logs=logs)
         self._flush()
 
     def on_train_batch_begin(self, batch, logs=None) -> None:
@@ -215,7 +272,7 @@ class HookLogger(TrainkitCallback):
         self._emit("on_test_begin", self._test_phase, logs=logs)
 
     def on_test_end(self, logs=None) -> None:
-        self._emit("on_test_end", self._test_phase, logs=logs)
+        self._emit_after_stack("on_test_end", self._test_phase, logs=logs)
         self._flush()
 
     def on_test_batch_begin(self, batch, logs=None) -> None:

@@ -32,16 +32,20 @@ class HookProfiler(TrainkitCallback):
     Put it first in the stack: hooks of callbacks listed before it run before it attaches. A
     wrapped hook costs two ``perf_counter`` calls and three float updates.
 
-    Reports: a ``rich`` table after ``fit`` (``on_train_end``) and again at ``on_job_end``
-    (then including ``evaluate`` and ``predict``), saved as ``hook_profile.json`` and
-    ``hook_profile.txt`` in the run directory. Columns: calls, total, mean, max and the share
-    of the measured wall time (fit + evaluate + predict as seen by the profiler's own hooks).
-    Counts restart when a new ``fit`` begins after a report.
+    Reports: the full table (every callback, then every callback x hook) is saved as
+    ``hook_profile.txt`` (and the numbers as ``hook_profile.json``) in the run directory after
+    ``fit`` (``on_train_end``) and again at ``on_job_end`` (then including ``evaluate`` and
+    ``predict``). The terminal gets, once, at the job's end, the ``top`` costliest hooks and the
+    path of the full table (after ``fit`` when there is no job to end, plain ``model.fit``).
+    Columns: calls, total, mean, max and the share of the measured wall time (fit + evaluate +
+    predict as seen by the profiler's own hooks). Counts restart when a new ``fit`` begins
+    after a report.
 
     Hooks: all ``on_{train,test,predict}_{begin,end}``, ``set_model``, ``on_job_end``.
 
     Args:
-        print_table: print the table (it is always saved).
+        print_table: print the costliest hooks (the full table is always saved).
+        top: how many callback x hook rows the terminal shows.
         filename: base name of the saved files in the run directory.
 
     Example::
@@ -55,9 +59,12 @@ class HookProfiler(TrainkitCallback):
 
     chief_only = True  # multi-worker: only the chief writes (trainkit.stack.Stack)
 
-    def __init__(self, print_table: bool = True, filename: str = "hook_profile") -> None:
+    def __init__(
+        self, print_table: bool = True, top: int = 10, filename: str = "hook_profile"
+    ) -> None:
         super().__init__()
         self.print_table = print_table
+        self.top = int(top)
         self.filename = filename
         self.stats: dict[tuple[str, str], list[float]] = {}
         self.wall: dict[str, float] = dict.fromkeys(PHASES, 0.0)
@@ -127,7 +134,8 @@ class HookProfiler(TrainkitCallback):
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self._end("train")
-        self.report("after fit")
+        # In a job, on_job_end prints the final numbers; a plain model.fit() has no job end.
+        self.report("after fit", show=self.context is None)
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
         # Validation inside fit is already part of the train wall time.
@@ -174,9 +182,14 @@ class HookProfiler(TrainkitCallback):
                 }
         return {"wall_time_s": dict(self.wall), "callbacks": callbacks}
 
-    def table(self, title: str = "") -> Table:
+    def table(self, title: str = "", top: int | None = None) -> Table:
+        """Every callback's total, then every callback x hook; ``top``: only the ``top``
+        costliest callback x hook rows."""
         wall = sum(self.wall.values())
-        table = Table(title=f"Callback hook times ({title})" if title else "Callback hook times")
+        heading = "Callback hook times"
+        if top is not None:
+            heading = f"The {top} costliest callback hooks"
+        table = Table(title=f"{heading} ({title})" if title else heading)
         for column in ("callback", "hook", "calls", "total ms", "mean µs", "max ms", "% wall"):
             table.add_column(column, justify="left" if column in ("callback", "hook") else "right")
 
@@ -193,37 +206,39 @@ class HookProfiler(TrainkitCallback):
                 share,
             )
 
-        totals: dict[str, list[float]] = {}
-        for (name, _), (calls, total, longest) in self.stats.items():
-            summed = totals.setdefault(name, [0, 0.0, 0.0])
-            summed[0] += calls
-            summed[1] += total
-            summed[2] = max(summed[2], longest)
-        for name, (calls, total, longest) in sorted(totals.items(), key=lambda kv: -kv[1][1]):
-            add(name, "(all hooks)", calls, total, longest)
-        table.add_section()
-        for (name, hook), (calls, total, longest) in sorted(
-            self.stats.items(), key=lambda item: -item[1][1]
-        ):
-            if calls:
-                add(name, hook, calls, total, longest)
+        if top is None:
+            totals: dict[str, list[float]] = {}
+            for (name, _), (calls, total, longest) in self.stats.items():
+                summed = totals.setdefault(name, [0, 0.0, 0.0])
+                summed[0] += calls
+                summed[1] += total
+                summed[2] = max(summed[2], longest)
+            for name, (calls, total, longest) in sorted(totals.items(), key=lambda kv: -kv[1][1]):
+                add(name, "(all hooks)", calls, total, longest)
+            table.add_section()
+        rows = [item for item in self.stats.items() if item[1][0]]
+        rows.sort(key=lambda item: -item[1][1])
+        for (name, hook), (calls, total, longest) in rows[:top]:
+            add(name, hook, calls, total, longest)
         walls = ", ".join(f"{phase} {seconds:.2f}s" for phase, seconds in self.wall.items())
         table.caption = f"wall time: {walls}"
         return table
 
-    def report(self, title: str = "") -> None:
-        """Print the table (if ``print_table``) and save ``.json`` and ``.txt``."""
+    def report(self, title: str = "", show: bool = True) -> None:
+        """Save the full table (``.txt``) and the numbers (``.json``); with ``show`` (and
+        ``print_table``) print the ``top`` costliest hooks and where the full table is."""
         self._reported = True
-        table = self.table(title)
-        if self.print_table:
+        buffer = io.StringIO()
+        Console(file=buffer, width=120, color_system=None).print(self.table(title))
+        path = self.run_path(f"{self.filename}.txt")
+        path.write_text(buffer.getvalue())
+        self.run_path(f"{self.filename}.json").write_text(json.dumps(self.summary(), indent=2))
+        if show and self.print_table:
             console = Console()
             if not console.is_terminal:
                 console = Console(width=120)  # CI logs: rich's 80 columns would cut hook names
-            console.print(table)
-        buffer = io.StringIO()
-        Console(file=buffer, width=120, color_system=None).print(table)
-        self.run_path(f"{self.filename}.txt").write_text(buffer.getvalue())
-        self.run_path(f"{self.filename}.json").write_text(json.dumps(self.summary(), indent=2))
+            console.print(self.table(title, top=self.top))
+            console.print(f"every callback and hook: {path}", soft_wrap=True, highlight=False)
 
 
 def _timed(method: Callable[..., Any], stats: list[float]) -> Callable[..., Any]:

@@ -56,7 +56,7 @@ class LRFinder(TrainkitCallback):
         finder = LRFinder(num_steps=100)
         model.fit(train, epochs=100, callbacks=[finder], verbose=0)
         print(finder.suggested_lr)
-        # or: python run.py +experiment=lr_find
+        # or: python run.py experiment=lr_find
     """
 
     def __init__(

@@ -17,6 +17,22 @@ Where things go:
   training metrics keep Keras' names (``loss``, ``accuracy``), epoch metrics are logged at the
   epoch's last step (``val_*`` and the ``epoch`` index), a standalone ``evaluate`` after ``fit``
   as ``test_*`` at the final step, ``predict`` as ``predict_*``.
+* what is recorded: every number in the batch and epoch logs as the whole stack left them. In a
+  stack (:func:`trainkit.stack.build_stack`) the logger records in ``after_stack``, after every
+  callback ran the hook, so keys written by callbacks placed after it (``best_epoch`` of early
+  stopping, a user's own) are logged too; in a plain ``model.fit(callbacks=[...])`` it records
+  in its own hook (place it last there).
+* the model: logged once training is over, after every callback's ``on_train_end`` (early
+  stopping has restored the best weights by then), so it is the model that ``evaluate`` measures
+  for the ``test_*`` metrics. It is a TensorFlow SavedModel in the ``keras`` flavor:
+  ``mlflow.keras.load_model(uri).serve(x)`` and ``mlflow.pyfunc.load_model(uri).predict(x)``
+  work in any Python with TensorFlow, without trainkit. It is written in a background thread
+  while the job evaluates and predicts. When the best checkpoint holds the same weights (early
+  stopping restores the best epoch of the checkpoint's own metric) it is not uploaded a second
+  time: the tag ``trainkit.best_checkpoint`` says the logged model is it.
+* params: the resolved config (secrets redacted, see :mod:`trainkit.tracking.flatten`), the
+  resolved ``run.precision`` and ``run.strategy``; a resumed run keeps its first values (MLflow
+  refuses to change a param) and logs the ones that changed as ``resumed.<key>`` params.
 * the training loop only appends tuples to a buffer; a background thread writes them with
   ``log_batch``. If the store fails the points go to ``<run_dir>/mlflow_spool.jsonl`` (one warning)
   and are written when it answers again; a job never fails because of MLflow.
@@ -26,21 +42,45 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
 
 from callbacks.base import TrainkitCallback
-from trainkit.context import JobStatus
+from trainkit.context import BestCheckpoint, JobStatus, RunContext, StopsTraining
 from trainkit.tracking import plots
 from trainkit.tracking.evaluation import confusion_on_test_split
-from trainkit.tracking.flatten import metric_key, redact_uri, to_params
+from trainkit.tracking.flatten import (
+    REDACTED,
+    is_secret_key,
+    metric_key,
+    redact_config,
+    redact_uri,
+    to_params,
+)
 from trainkit.tracking.spool import SPOOL_NAME, Spool
-from trainkit.tracking.store import RunSpec, TrackedRun, log_keras_model, probe
+from trainkit.tracking.store import (
+    RunSpec,
+    TrackedRun,
+    default_run_name,
+    log_keras_model,
+    probe,
+    run_description,
+)
 from trainkit.tracking.store import unreachable_message as _unreachable
-from trainkit.tracking.sweep import detect_sweep, git_commit
+from trainkit.tracking.summary import model_summary
+from trainkit.tracking.sweep import (
+    OPTIMIZED_METRIC_TAG,
+    OPTIMIZED_VALUE_TAG,
+    detect_sweep,
+    git_commit,
+    job_command,
+)
 from trainkit.tracking.writer import BackgroundWriter
 
 log = logging.getLogger("trainkit.tracking")
@@ -67,6 +107,7 @@ class MLflowLogger(TrainkitCallback):
     # Batch hooks only append to a deque and read the optimizer's LR: safe on Keras' async
     # dispatch thread pool, which keeps the training loop from waiting on every step's logs.
     async_safe = True
+    uses_clock = True
 
     def __init__(
         self,
@@ -94,16 +135,17 @@ class MLflowLogger(TrainkitCallback):
         self._in_fit = False
         self._ended = False
         self._model_pending = False
+        self._model_thread: threading.Thread | None = None
+        self._model_args: tuple[np.ndarray, np.ndarray, int] | None = None
+        self._checkpoint_is_model = False
         self._confusion_logged = False
-        # step bookkeeping
-        self._spe: int | None = None
-        self._spx = 1
+        self._stacked = False  # recorded in after_stack (in a Stack) or in the hooks
+        self._pending_batch: tuple[int, dict[str, Any]] | None = None
+        self._pending_epoch: tuple[int, int, dict[str, Any]] | None = None
+        # steps: the stack's clock, shifted after a resumed run's last step
         self._offset = 0
         self._skip_until = 0
-        self._first_epoch: int | None = None
-        self._base = 0
-        self._last_batch_step = 0
-        self._final_step = 0
+        self._placed = False
         self._logged_at = -1
         self._logged_keys: Any = ()
         self._string_logs: dict[str, str] = {}
@@ -113,6 +155,7 @@ class MLflowLogger(TrainkitCallback):
         self._predict_t0 = 0.0
         self._predict_n = 0
         self._predict_counts: np.ndarray | None = None
+        self._test_logs: dict[str, float] = {}
 
     # ------------------------------------------------------------------ Keras: model/params
 
@@ -122,6 +165,20 @@ class MLflowLogger(TrainkitCallback):
     def set_params(self, params: dict[str, Any]) -> None:
         # evaluate() and predict() call this again with their own steps: fit's are kept apart.
         super().set_params(params)
+
+    def set_context(self, context: RunContext) -> None:
+        super().set_context(context)
+        # The stack sets ctx.callbacks before handing the context out: if we are in it, the
+        # stack calls after_stack once every callback has run a hook.
+        self._stacked = any(cb is self for cb in context.callbacks)
+
+    @property
+    def _step(self) -> int:
+        return self.clock.step + self._offset
+
+    @property
+    def _final_step(self) -> int:
+        return self.clock.final_step + self._offset
 
     # ------------------------------------------------------------------ run lifecycle
 
@@ -149,10 +206,18 @@ class MLflowLogger(TrainkitCallback):
                 tags["trainkit.overrides"] = overrides
             if not run_name:
                 run_name = f"#{sweep.job_num} {overrides}".strip()[:250]
+        ctx = self.context
+        model = ctx.model_name if ctx is not None else None
+        stack = ctx.stack if ctx is not None else None
+        if "mlflow.note.content" not in tags:
+            data = ((ctx.config or {}).get("data") or {}) if ctx is not None else {}
+            data_name = data.get("name") if isinstance(data, dict) else None
+            tags["mlflow.note.content"] = run_description(model, data_name, stack, job_command())
         return RunSpec(
             uri=self._uri(),
             experiment=str(tracking.get("experiment") or "trainkit"),
             run_name=run_name or None,
+            name_hint=default_run_name(model or "run", stack or ""),
             tags=tags,
             run_dir=str(self.run_dir.resolve()),
             sweep_dir=sweep.sweep_dir if sweep else None,
@@ -201,13 +266,11 @@ class MLflowLogger(TrainkitCallback):
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._in_fit = True
-        self._first_epoch = None  # each fit decides again where its steps start
-        self._spe = int(self.params["steps"]) if self.params.get("steps") else None
-        self._spx = max(1, int(getattr(self.model, "steps_per_execution", 1) or 1))
+        self._wait_for_model()  # a second fit must not change the weights being written
         self._fit_params = {
             "fit.epochs": self.params.get("epochs"),
-            "fit.steps_per_epoch": self._spe,
-            "fit.steps_per_execution": self._spx,
+            "fit.steps_per_epoch": self.clock.steps_per_epoch,
+            "fit.steps_per_execution": self.clock.steps_per_execution,
         }
         if not self._ensure_started():
             return
@@ -216,8 +279,13 @@ class MLflowLogger(TrainkitCallback):
     def _queue_params(self) -> None:
         assert self.writer is not None
         params: dict[str, Any] = dict(self._fit_params)
-        if self.context is not None and self.context.batch_size:
-            params["fit.batch_size"] = self.context.batch_size
+        ctx = self.context
+        if ctx is not None and ctx.batch_size:
+            params["fit.batch_size"] = ctx.batch_size
+        if ctx is not None:
+            # What the job resolved (precision=auto, the distribution strategy).
+            params["run.precision"] = ctx.precision or keras.mixed_precision.global_policy().name
+            params["run.strategy"] = ctx.strategy
         model = self.model
         if model is not None and model.built:
             trainable = int(sum(np.prod(w.shape) for w in model.trainable_weights))
@@ -231,42 +299,65 @@ class MLflowLogger(TrainkitCallback):
         self.writer.submit("p", merged)
 
     def _write_summary(self) -> Path:
-        lines: list[str] = []
-        self.model.summary(print_fn=lambda line, *a, **k: lines.append(line), line_length=110)
         path = self.run_path(ARTIFACT_DIR, "model_summary.txt")
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        path.write_text(model_summary(self.model), encoding="utf-8")  # full width, not 80 cols
         return path
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if self._first_epoch is None:
-            self._first_epoch = epoch
-            last = self.run.last_step if self.run is not None and self.run.resumed else 0
-            last = max(last, self._final_step)  # a second fit() in the same job
-            if last and epoch == 0:
-                # fit started over (a resumed run, a second phase): the history goes on after
-                # the last step instead of writing steps 1, 2 ... again
-                self._offset = last
-            elif last:
-                # fit resumed at initial_epoch: steps the store already has are not logged twice
-                self._skip_until = last
-        if self._spe:
-            self._base = self._offset + epoch * self._spe
-        else:  # unknown epoch length: count the steps seen
-            self._base = max(self._last_batch_step, self._offset)
+        if self._placed:
+            return
+        # Once per job: where the clock's steps land in the store. The clock already continues
+        # a second fit after the first; a resumed run continues after the store's last step.
+        self._placed = True
+        last = self.run.last_step if self.run is not None and self.run.resumed else 0
+        if last and self.clock.step == 0:
+            # trained anew on a run that has a history: it goes on after the last step
+            # instead of writing steps 1, 2 ... again
+            self._offset = last
+        elif last:
+            # resumed at initial_epoch (or within an epoch): steps the store already has are
+            # not logged twice
+            self._skip_until = last
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         pass  # nothing to do before a step: timing belongs to the timing callback
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         # Hot path: no I/O, no locks; the writer thread does the rest.
-        spe = self._spe
-        if spe and batch >= spe:  # steps_per_execution > 1: Keras passes the execution's end
-            batch = spe - 1
-        step = self._base + batch + 1
-        if step > self._last_batch_step:
-            self._last_batch_step = step
+        if self._stacked:
+            # Keep the step and a reference to the logs: callbacks after us may still add keys
+            # to this dict; after_stack records it (or on_job_end, if a callback raised).
+            self._pending_batch = (self._step, logs)
+            return
+        self._record_batch(self._step, logs)
+
+    def after_stack(self, hook: str, index: int | None, logs: dict[str, Any]) -> None:
+        """Record what the whole stack left in the logs (called by the :class:`Stack`)."""
+        if hook == "on_train_batch_end":
+            pending, self._pending_batch = self._pending_batch, None
+            if pending is not None:
+                self._record_batch(pending[0], logs)
+        elif hook == "on_epoch_end":
+            pending, self._pending_epoch = self._pending_epoch, None
+            if pending is not None:
+                self._record_epoch(pending[0], pending[1], logs)
+        elif hook == "on_test_end":
+            self._record_test(logs)
+        elif hook == "on_train_end":
+            self._end_of_training()
+
+    def _flush_pending(self) -> None:
+        """Logs of a hook whose after_stack never came (a callback after us raised)."""
+        batch, self._pending_batch = self._pending_batch, None
+        if batch is not None:
+            self._record_batch(*batch)
+        epoch, self._pending_epoch = self._pending_epoch, None
+        if epoch is not None:
+            self._record_epoch(*epoch)
+
+    def _record_batch(self, step: int, logs: dict[str, Any] | None) -> None:
         every = self.log_every_n_steps
-        if every > 1 and step // every <= (step - self._spx) // every:
+        if every > 1 and not self.clock.due(every):
             return
         if not logs or step <= self._skip_until or self.writer is None:
             return
@@ -292,7 +383,8 @@ class MLflowLogger(TrainkitCallback):
             self.writer.points.append((key, float(value), step, ms))
         elif isinstance(value, str) and self._string_logs.get(key) != value:
             self._string_logs[key] = value
-            self.writer.submit("t", {metric_key(key): value})
+            text = REDACTED if is_secret_key(key) else redact_uri(value)
+            self.writer.submit("t", {metric_key(key): text})
 
     def _learning_rate(self) -> float | None:
         optimizer = getattr(self.model, "optimizer", None)
@@ -303,11 +395,13 @@ class MLflowLogger(TrainkitCallback):
             return None
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if self._spe and self._last_batch_step >= self._base + self._spe:
-            step = self._base + self._spe
-        else:  # the epoch stopped early, or its length is unknown
-            step = max(self._last_batch_step, self._base)
-        self._final_step = max(self._final_step, step)
+        # The clock stands at the epoch's last step (or where a stopped epoch stopped).
+        if self._stacked:
+            self._pending_epoch = (epoch, self._step, logs or {})
+            return
+        self._record_epoch(epoch, self._step, logs)
+
+    def _record_epoch(self, epoch: int, step: int, logs: dict[str, Any] | None) -> None:
         logs = logs or {}
         numeric = {}
         for key, value in logs.items():
@@ -328,7 +422,12 @@ class MLflowLogger(TrainkitCallback):
         append(("epoch", float(epoch), step, ms))
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if not self._stacked:  # in a stack: after_stack, once every on_train_end has run
+            self._end_of_training()
+
+    def _end_of_training(self) -> None:
         self._in_fit = False
+        self._flush_pending()
         if self.writer is None:
             return
         try:
@@ -357,7 +456,8 @@ class MLflowLogger(TrainkitCallback):
             import yaml
 
             path = self.run_path(ARTIFACT_DIR, "config.yaml")
-            path.write_text(yaml.safe_dump(ctx.config, sort_keys=False), encoding="utf-8")
+            config = redact_config(ctx.config)  # the same secrets as the params
+            path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
             self.writer.submit("a", str(path), None)
         if self.log_plots:
             for path in (
@@ -370,58 +470,100 @@ class MLflowLogger(TrainkitCallback):
             ):
                 if path is not None:
                     self.writer.submit("a", str(path), "plots")
-        if self.log_checkpoint:
-            best = self._best_checkpoint()
-            if best is not None:
-                self.writer.submit("a", str(best), "checkpoints")
         log_model = self.log_model
         if log_model is None:
             log_model = bool(self.tracking.get("log_model", True))
-        if log_model and self.model is not None:
+        log_model = log_model and self.model is not None
+        best = self._best_checkpoint() if self.log_checkpoint else None
+        self._checkpoint_is_model = log_model and best is not None and self._restored_best(best)
+        if best is not None and not self._checkpoint_is_model:
+            self.writer.submit("a", str(best), "checkpoints")
+        if log_model:
             self._model_pending = True
-            self._try_log_model()
-
-    def _callbacks(self) -> list[Any]:
-        return list(self.context.callbacks) if self.context is not None else []
+            self._start_model_logging()
 
     def _stop_reason(self) -> str | None:
-        for cb in self._callbacks():
-            reason = getattr(cb, "stop_reason", None)
-            if isinstance(reason, str) and reason:
-                return reason
-            stopped = getattr(cb, "stopped_epoch", 0)
-            if isinstance(stopped, int) and stopped > 0:
+        ctx = self.context
+        for cb in ctx.find_all(StopsTraining) if ctx is not None else []:
+            if isinstance(cb.stop_reason, str) and cb.stop_reason:
+                return cb.stop_reason
+        for cb in ctx.find_all(keras.callbacks.EarlyStopping) if ctx is not None else []:
+            stopped = cb.stopped_epoch
+            if isinstance(stopped, int) and stopped > 0:  # Keras's: no stop_reason
                 return f"{type(cb).__name__} stopped training at epoch {stopped}"
         return self._string_logs.get("stop_reason")
 
     def _best_checkpoint(self) -> Path | None:
-        for cb in self._callbacks():
-            path = getattr(cb, "best_model_path", None)
-            if path and Path(path).exists():
-                return Path(path)
-        return None
+        checkpoint = self.context.find(BestCheckpoint) if self.context is not None else None
+        path = checkpoint.best_model_path if checkpoint is not None else None
+        return Path(path) if path and Path(path).exists() else None
 
-    def _try_log_model(self) -> None:
-        """Log the model now if the store is there; otherwise on_job_end tries again."""
-        assert self.writer is not None and self.run is not None
-        if not self._model_pending or not self.writer.flush(self.flush_timeout):
-            return
-        if self.writer.down or not self.run.is_open:
-            return
+    def _restored_best(self, best: Path) -> bool:
+        """Whether the model now holds the weights of ``best``: an early stopping that
+        restores the best weights, on the checkpoint's metric, restored the checkpoint's epoch
+        (``epoch=NNN-`` in its name, 1-based)."""
+        ctx = self.context
+        checkpoint = ctx.find(BestCheckpoint) if ctx is not None else None
+        monitor = getattr(checkpoint, "monitor", None)
+        saved = re.search(r"epoch=(\d+)", best.name)
+        if ctx is None or monitor is None or saved is None:
+            return False
+        for stopper in ctx.find_all(keras.callbacks.EarlyStopping):
+            best_epoch = getattr(stopper, "best_epoch", None)
+            if (
+                stopper.restore_best_weights
+                and stopper.monitor == monitor
+                and best_epoch is not None
+                and int(best_epoch) + 1 == int(saved.group(1))
+            ):
+                return True
+        return False
+
+    def _start_model_logging(self) -> None:
+        """Log the model in a background thread while the job evaluates and predicts.
+
+        What the thread needs from the model's computation (the example's prediction, for the
+        signature) is computed here, on the training thread; the thread only writes.
+        """
         example = self._input_example()
         if example is None:
             log.warning("MLflow: no input example for the model (no test data, no sample images)")
             self._model_pending = False
             return
+        output = self.model.predict(example, verbose=0)
+        self._model_args = (example, output, self._final_step)
+        self._model_thread = threading.Thread(
+            target=self._log_model_now,
+            args=self._model_args,
+            name="trainkit-mlflow-model",
+            daemon=True,
+        )
+        self._model_thread.start()
+
+    def _wait_for_model(self) -> None:
+        thread, self._model_thread = self._model_thread, None
+        if thread is not None:
+            thread.join()
+
+    def _log_model_now(self, example: np.ndarray, output: np.ndarray, step: int) -> None:
+        """Log the model if the store is there; otherwise on_job_end saves it locally."""
+        assert self.writer is not None and self.run is not None
+        if not self._model_pending or not self.writer.flush(self.flush_timeout):
+            return
+        if self.writer.down or not self.run.is_open:
+            return
         started = time.perf_counter()
         try:
-            self.model_uri = log_keras_model(self.run, self.model, example, self._final_step)
+            self.model_uri = log_keras_model(self.run, self.model, example, output, step)
         except Exception as exc:
             log.warning("MLflow: logging the model failed: %s: %s", type(exc).__name__, exc)
             self._model_pending = False
             return
         self._model_pending = False
-        self.writer.submit("t", {"trainkit.model_uri": self.model_uri})
+        tags = {"trainkit.model_uri": self.model_uri}
+        if self._checkpoint_is_model:
+            tags["trainkit.best_checkpoint"] = f"{self.model_uri} (the same weights)"
+        self.writer.submit("t", tags)
         elapsed = time.perf_counter() - started
         log.info("MLflow: model logged as %s in %.1fs", self.model_uri, elapsed)
 
@@ -450,6 +592,10 @@ class MLflowLogger(TrainkitCallback):
         pass  # running means: the final ones arrive in on_test_end
 
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
+        if not self._stacked:  # in a stack: after_stack, once every callback has run
+            self._record_test(logs)
+
+    def _record_test(self, logs: dict[str, Any] | None) -> None:
         if self._in_fit or not self._ensure_started():
             return
         assert self.writer is not None
@@ -457,6 +603,7 @@ class MLflowLogger(TrainkitCallback):
         ms = int(time.time() * 1000)
         for key, value in (logs or {}).items():
             if isinstance(value, bool | int | float | np.number):
+                self._test_logs[key] = float(value)
                 # Timing's test_time is already prefixed: don't make it test_test_time.
                 name = key if key.startswith("test_") else f"test_{key}"
                 self.writer.points.append((name, float(value), step, ms))
@@ -521,10 +668,16 @@ class MLflowLogger(TrainkitCallback):
         if self._predict_n:
             points.append(("predict_ms_per_sample", 1000 * latency / self._predict_n, step, ms))
         if self._predict_counts is not None:
+            # One artifact, not a chart per class ahead of loss and accuracy on the run page.
             names = self.context.class_names if self.context is not None else []
-            for i, count in enumerate(self._predict_counts.tolist()):
-                name = names[i] if i < len(names) else str(i)
-                points.append((metric_key(f"predict_class/{name}"), float(count), step, ms))
+            counts = {
+                (names[i] if i < len(names) else str(i)): int(count)
+                for i, count in enumerate(self._predict_counts.tolist())
+            }
+            path = self.run_path(ARTIFACT_DIR, "predict_class_counts.json")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(counts, indent=1), encoding="utf-8")
+            self.writer.submit("a", str(path), None)
 
     # ------------------------------------------------------------------ job end
 
@@ -537,16 +690,20 @@ class MLflowLogger(TrainkitCallback):
         if writer is None or run is None:
             return
         try:
+            self._flush_pending()
             if status is JobStatus.FINISHED:
                 self._log_confusion()
+                self._tag_optimized_metric()
+            self._wait_for_model()
+            if self._model_pending and self._model_args is not None:
+                self._log_model_now(*self._model_args)  # the store may be back by now
             if self._model_pending:
-                self._try_log_model()
-                if self._model_pending:
-                    self._save_model_locally()
+                self._save_model_locally()
             writer.close(self.flush_timeout)
             ended = False
             if run.is_open and not writer.down:
                 try:
+                    self._tag_error(run, status)
                     run.end(status)
                     ended = True
                 except Exception as exc:
@@ -569,6 +726,32 @@ class MLflowLogger(TrainkitCallback):
                 )
         except Exception as exc:  # on_job_end must not raise
             log.warning("MLflow: on_job_end failed: %s: %s", type(exc).__name__, exc)
+
+    def _tag_optimized_metric(self) -> None:
+        """The value a sweeper optimizes (``optimized_metric``), as the job computes it: what a
+        sweep's parent run compares its children by."""
+        from trainkit.job import monitored_value
+
+        config = self.context.config if self.context is not None else {}
+        metric = str((config or {}).get("optimized_metric") or "val_accuracy")
+        history: dict[str, list[float]] = {}
+        for _, logs in self._history:
+            for key, value in logs.items():
+                history.setdefault(key, []).append(value)
+        value = monitored_value(history, self._test_logs, metric, self.model)
+        if value is not None and self.writer is not None:
+            self.writer.submit(
+                "t", {OPTIMIZED_METRIC_TAG: metric, OPTIMIZED_VALUE_TAG: f"{value:.6g}"}
+            )
+
+    def _tag_error(self, run: Any, status: JobStatus) -> None:
+        """A FAILED run carries the job's error line (``RunContext.error``) as a tag."""
+        error = self.context.error if self.context is not None else None
+        if status is JobStatus.FAILED and error:
+            try:
+                run.client.set_tag(run.run_id, "trainkit.error", error[:5000])
+            except Exception as exc:  # the status matters more than the tag
+                log.warning("MLflow: tagging the error failed: %s: %s", type(exc).__name__, exc)
 
     def _save_model_locally(self) -> None:
         try:

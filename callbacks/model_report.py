@@ -47,7 +47,7 @@ class ModelReport(TrainkitCallback):
 
     Example::
 
-        python run.py -m +experiment=compare model=alexnet,mobilenet_v2
+        python run.py -m experiment=compare model=alexnet,mobilenet_v2
         # conf/callbacks/<stack>.yaml:  model_report: {_target_: callbacks.model_report.ModelReport}
     """
 

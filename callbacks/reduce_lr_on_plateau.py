@@ -1,19 +1,24 @@
-"""Keras's ReduceLROnPlateau, logging the rate as ``lr`` and resumable."""
+"""Keras's ReduceLROnPlateau, also logging the rate as ``lr``, and resumable."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import keras
+import numpy as np
+
+from callbacks.early_stopping import is_improvement
 
 
 class ReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
     """Multiplies the learning rate by ``factor`` when ``monitor`` has not improved for
-    ``patience`` epochs (Keras's callback, unchanged in behaviour).
+    ``patience`` epochs: ``keras.callbacks.ReduceLROnPlateau``, its options, defaults and
+    attributes unchanged.
 
-    Differences: the epoch logs carry the rate used during the epoch as ``lr`` (trainkit's
-    key, instead of Keras's ``learning_rate``), the rate after a reduction is the attribute
-    ``current_lr``, and the counters can be saved and restored by ``callbacks.backup.Backup``.
+    Additions: the epoch logs carry the rate also as ``lr`` (trainkit's key, beside Keras's
+    ``learning_rate``), the rate after a reduction is the attribute ``current_lr``, a metric of
+    several values (an F1 score per class), on which Keras's comparison raises, compares by its
+    mean, and the counters can be saved and restored by ``callbacks.backup.Backup``.
 
     It can be combined with ``LRSchedule``: a reduction becomes a factor on the rest of the
     schedule (see ``LRSchedule``). Put it after the loggers that write ``monitor``.
@@ -37,7 +42,7 @@ class ReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
         monitor: str = "val_loss",
         factor: float = 0.1,
         patience: int = 10,
-        verbose: int = 1,
+        verbose: int = 0,
         mode: str = "auto",
         min_delta: float = 1e-4,
         cooldown: int = 0,
@@ -59,16 +64,20 @@ class ReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
         logs = logs if logs is not None else {}
         super().on_epoch_end(epoch, logs)
         if "learning_rate" in logs:
-            logs["lr"] = logs.pop("learning_rate")
+            logs["lr"] = logs["learning_rate"]
         self.current_lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    def _is_improvement(self, monitor_value: Any, reference_value: Any) -> bool:
+        return is_improvement(self, monitor_value, reference_value)
 
     # -- resume support (callbacks.backup.Backup) ---------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
-        best = None if self.best is None else float(self.best)
+        best = None if self.best is None else np.asarray(self.best).tolist()
         return {"wait": self.wait, "cooldown_counter": self.cooldown_counter, "best": best}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.wait = int(state.get("wait", 0))
         self.cooldown_counter = int(state.get("cooldown_counter", 0))
-        self.best = state.get("best")
+        best = state.get("best")
+        self.best = np.asarray(best) if isinstance(best, list) else best

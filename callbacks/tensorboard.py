@@ -21,7 +21,16 @@ Event files go under ``<run_dir>/tensorboard/``:
   over a sweep's directory compares its jobs in the HParams dashboard.
 
 Per-step scalars are buffered in memory (a reference to Keras' logs dict per step) and written
-at epoch end by :class:`trainkit.tracking.events.ScalarWriter`, ~30 us per step.
+at epoch end by :class:`trainkit.tracking.events.ScalarWriter`, ~30 us per step. The reference
+is the dict every callback of the list receives, so keys that callbacks placed after this one
+write into it are written too. Epoch scalars and test scalars are written in ``after_stack``,
+once every callback of the stack (:func:`trainkit.stack.build_stack`) ran the hook: a key any of
+them adds (``best_epoch``, a user's own) is in them; in a plain ``model.fit(callbacks=[...])``
+they are written in the hook itself. Steps are the stack's clock (``self.clock``).
+
+Validation ``epoch_*`` scalars are the validation values of a training key (``val_loss`` is
+``epoch_loss`` under ``validation/``); other ``val_*`` keys keep their name (Timing's
+``val_time`` is ``epoch_val_time``, not a validation ``epoch_time``).
 """
 
 from __future__ import annotations
@@ -35,11 +44,11 @@ import keras
 import numpy as np
 
 from callbacks.base import TrainkitCallback
-from trainkit.context import JobStatus
+from trainkit.context import JobStatus, RunContext
 from trainkit.tracking import plots
 from trainkit.tracking.evaluation import confusion_on_test_split
 from trainkit.tracking.events import ScalarWriter, is_number, write_histogram
-from trainkit.tracking.flatten import flatten
+from trainkit.tracking.flatten import flatten, redact_config
 
 log = logging.getLogger("trainkit.tracking")
 
@@ -92,14 +101,13 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
         self._scalar_writers: dict[str, ScalarWriter] = {}
         self._in_fit = False
         self._closed = False
-        self._spe: int | None = None
-        self._spx = 1
-        self._base = 0
-        self._last_step = 0
-        self._final_step = 0
+        self._stacked = False  # epoch and test scalars written in after_stack (in a Stack)
+        self._pending_epoch: tuple[int, dict[str, Any]] | None = None
         self._hparams_metrics_written = False
         self._session_started = False
         self._confusion_written = False
+
+    uses_clock = True
 
     @property
     def async_safe(self) -> bool:  # type: ignore[override]
@@ -118,6 +126,14 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
         self.log_dir = str(self.root())
         super().set_model(model)
 
+    def set_context(self, context: RunContext) -> None:
+        super().set_context(context)
+        self._stacked = any(cb is self for cb in context.callbacks)
+
+    @property
+    def _final_step(self) -> int:
+        return self.clock.final_step
+
     def _scalars(self, name: str) -> ScalarWriter:
         writer = self._scalar_writers.get(name)
         if writer is None:
@@ -135,8 +151,6 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._in_fit = True
         self._closed = False
-        self._spe = int(self.params["steps"]) if self.params.get("steps") else None
-        self._spx = max(1, int(getattr(self.model, "steps_per_execution", 1) or 1))
         super().on_train_begin(logs)
         try:
             self._write_samples()
@@ -154,12 +168,16 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
         with self._train_writer.as_default():
             self.summary.image("augmented_samples", grid[None], step=0)
 
+    def _hparams(self) -> dict[str, Any]:
+        """The flattened config, secrets redacted as in MLflow's params."""
+        return flatten(redact_config(self.context.config)) if self.context is not None else {}
+
     def _write_session_start(self) -> None:
         if not self.hparams or self.context is None or self._session_started:
             return
         from tensorboard.plugins.hparams import api as hp
 
-        values = {k: _hparam_value(v) for k, v in flatten(self.context.config).items()}
+        values = {k: _hparam_value(v) for k, v in self._hparams().items()}
         if not values:
             return
         self._session_started = True
@@ -168,28 +186,19 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         super().on_epoch_begin(epoch, logs)
-        if self._spe:
-            self._base = epoch * self._spe
-        else:
-            self._base = self._last_step
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         super().on_train_batch_begin(batch, logs)  # the profiler's batch range
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         super().on_train_batch_end(batch, None)  # graph once, profiler stop; no per-call scalars
-        spe = self._spe
-        if spe and batch >= spe:
-            batch = spe - 1
-        step = self._base + batch + 1
-        if step > self._last_step:
-            self._last_step = step
         every = self.log_every_n_steps
-        if every <= 0 or not logs:
+        if every <= 0 or logs is None:
             return
-        if every > 1 and step // every <= (step - self._spx) // every:
+        if every > 1 and not self.clock.due(every):
             return
-        self._batch_rows.append((step, logs))
+        # A reference: the callbacks after us still add their keys to this very dict.
+        self._batch_rows.append((self.clock.step, logs))
 
     def _log_weights(self, epoch: int) -> None:
         # Keras writes histograms with tf.summary.histogram, whose TF-side bucketing takes
@@ -203,14 +212,41 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
             self._train_writer.flush()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._stacked:  # in a stack: after_stack, once every callback has run
+            self._pending_epoch = (epoch, logs or {})
+            return
+        self._record_epoch(epoch, logs)
+
+    def after_stack(self, hook: str, index: int | None, logs: dict[str, Any]) -> None:
+        """Write what the whole stack left in the logs (called by the :class:`Stack`)."""
+        if hook == "on_epoch_end":
+            pending, self._pending_epoch = self._pending_epoch, None
+            if pending is not None:
+                self._record_epoch(pending[0], logs)
+        elif hook == "on_test_end":
+            self._record_test(logs)
+        elif hook == "on_train_end":
+            self._end_of_training()
+
+    def _record_epoch(self, epoch: int, logs: dict[str, Any] | None) -> None:
         rows, self._batch_rows = self._batch_rows, []
+        rows = [(step, row) for step, row in rows if row]
         if rows:
             self._scalars("train").write(rows, prefix="batch_")
         numeric = {k: v for k, v in (logs or {}).items() if is_number(v)}
         super().on_epoch_end(epoch, numeric)
-        self._final_step = max(self._final_step, self._last_step)
         if not self._hparams_metrics_written:
             self._write_hparams_config(numeric)
+
+    def _log_epoch_metrics(self, epoch: int, logs: dict[str, Any]) -> None:
+        # Keras writes every val_* key under validation/ without its prefix: val_time would be
+        # validation's epoch_time, beside train's epoch_time that is another thing. Only the
+        # validation values of a training key lose the prefix; val_time stays epoch_val_time.
+        renamed = {
+            (f"val_{k}" if k.startswith("val_") and k[4:] not in logs else k): v
+            for k, v in logs.items()
+        }
+        super()._log_epoch_metrics(epoch, renamed)
 
     def _write_hparams_config(self, logs: dict[str, Any]) -> None:
         if not self._session_started:
@@ -227,13 +263,21 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
             for k in ("loss", "accuracy")
             if k in logs
         ]
-        values = {k: _hparam_value(v) for k, v in flatten(self.context.config).items()}
+        values = {k: _hparam_value(v) for k, v in self._hparams().items()}
         config = hp.hparams_config_pb(hparams=[hp.HParam(k) for k in values], metrics=metrics)
         self._scalars(".").write_summary(config)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if not self._stacked:  # in a stack: after_stack, once every on_train_end has run
+            self._end_of_training()
+
+    def _end_of_training(self) -> None:
         self._in_fit = False
+        if self._pending_epoch is not None:  # a callback after us raised at epoch end
+            self._record_epoch(*self._pending_epoch)
+            self._pending_epoch = None
         rows, self._batch_rows = self._batch_rows, []
+        rows = [(step, row) for step, row in rows if row]
         if rows:  # a fit stopped mid-epoch
             self._scalars("train").write(rows, prefix="batch_")
         if self._is_tracing:
@@ -257,6 +301,10 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
         pass
 
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
+        if not self._stacked:  # in a stack: after_stack, once every callback has run
+            self._record_test(logs)
+
+    def _record_test(self, logs: dict[str, Any] | None) -> None:
         if self._in_fit:
             return  # validation: written with the epoch, under validation/
         numeric = {k: v for k, v in (logs or {}).items() if is_number(v)}
@@ -298,6 +346,8 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
         self._closed = True
         status = JobStatus.of(status)
         try:
+            if self._in_fit:  # fit ended by an exception: write what it buffered
+                self._end_of_training()
             if status is JobStatus.FINISHED:
                 self._write_confusion()
             if self._session_started:

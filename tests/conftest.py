@@ -35,6 +35,9 @@ TINY = [
 
 def compose_config(overrides: list[str], run_dir: Path | None = None) -> DictConfig:
     """Compose ``conf/config.yaml`` as run.py does; with ``run_dir``, ready for the job."""
+    from trainkit.config.schema import register
+
+    register()  # the typed schemas conf/config.yaml names (run.py does the same)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=overrides, return_hydra_config=run_dir is not None)

@@ -157,9 +157,20 @@ def test_last_lines_say_where_to_look(full_run):
     assert f"browse curves: tensorboard --logdir {run_dir / 'tensorboard'}" in lines
 
 
+def test_the_terminal_is_quiet(full_run):
+    result, _, run_dir = full_run
+    # No TensorFlow start-up chatter (the env has TF_CPP_MIN_LOG_LEVEL=2, as before: it alone
+    # never hid these), and the hook profiler's ten costliest hooks, not its 200-line table.
+    assert "absl::InitializeLog" not in result.stderr and "oneDNN" not in result.stderr
+    assert "Callback hook times" not in result.stdout
+    assert result.stdout.count("costliest callback hooks") == 1
+    assert f"every callback and hook: {run_dir / 'hook_profile.txt'}" in result.stdout
+    assert "(all hooks)" in (run_dir / "hook_profile.txt").read_text()
+
+
 def test_unknown_model_lists_the_options(tmp_path):
     result = run_cli(["model=resnet9000"], tmp_path, timeout=120)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "Could not find 'model/resnet9000'" in result.stderr
     assert "alexnet" in result.stderr and "Traceback" not in result.stderr
 

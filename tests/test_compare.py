@@ -1,4 +1,4 @@
-"""``python run.py -m +experiment=compare``: the sweep writes the comparison and logs it."""
+"""``python run.py -m experiment=compare``: the sweep writes the comparison and logs it."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ def test_compare_sweep_writes_table_csv_chart_and_logs_them(tmp_path):
         sys.executable,
         str(ROOT / "run.py"),
         "-m",
-        "+experiment=compare",
+        "experiment=compare",
         "model=alexnet,inception_v1",
         "trainer.precision=float32",
         "trainer.run_eagerly=true",  # two models' graphs would take longer to trace than run

@@ -44,7 +44,7 @@ def test_every_option_composes(compose_cfg, group, option):
 
 @pytest.mark.parametrize("option", options("experiment"))
 def test_experiment_overlays_compose(compose_cfg, option):
-    cfg = compose_cfg([f"+experiment={option}"])
+    cfg = compose_cfg([f"experiment={option}"])
     OmegaConf.to_container(cfg, resolve=True)
 
 
@@ -80,3 +80,50 @@ def test_unknown_option_lists_the_choices(compose_cfg):
     with pytest.raises(ConfigCompositionException) as err:
         compose_cfg(["model=nonexistent"])
     assert "alexnet" in str(err.value.__cause__ or err.value)
+
+
+# -- the typed schema (trainkit.config.schema) ------------------------------------------------
+
+
+def test_groups_are_typed_by_their_schema(compose_cfg):
+    from trainkit.config.schema import Config, DataConfig, TrackingConfig, TrainerConfig
+
+    cfg = compose_cfg([])
+    assert OmegaConf.get_type(cfg) is Config
+    assert OmegaConf.get_type(cfg.trainer) is TrainerConfig
+    assert OmegaConf.get_type(cfg.data) is DataConfig
+    assert OmegaConf.get_type(cfg.tracking) is TrackingConfig
+    assert cfg.trainer.strategy == "auto" and cfg.trainer.cluster_timeout == 300.0
+    assert cfg.trainer.devices is None and cfg.trainer.resume is None
+    assert cfg.trainer.deterministic is False
+    # A value of the right type converts as Hydra composes: "3" -> 3.
+    assert compose_cfg(["trainer.epochs=3"]).trainer.epochs == 3
+
+
+def test_a_wrong_type_fails_while_composing_and_names_the_key(compose_cfg):
+    from omegaconf.errors import ValidationError
+
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_cfg(["trainer.epochs=abc"])
+    assert isinstance(err.value.__cause__, ValidationError)
+    assert err.value.__cause__.full_key == "trainer.epochs"
+
+
+def test_validate_names_every_bad_key_at_once(compose_cfg):
+    from trainkit.config.schema import validate
+    from trainkit.errors import ConfigError
+
+    validate(compose_cfg([]))  # the defaults are valid
+    with pytest.raises(ConfigError) as err:
+        validate(compose_cfg(["trainer.epochs=0", "data.limit=0", "optimizer.learning_rate=-1"]))
+    message = str(err.value)
+    assert "\n" not in message
+    for key in ("trainer.epochs=0", "data.limit=0", "optimizer.learning_rate=-1"):
+        assert key in message
+
+
+@pytest.mark.parametrize("option", options("experiment"))
+def test_every_shipped_overlay_is_valid(compose_cfg, option):
+    from trainkit.config.schema import validate
+
+    validate(compose_cfg([f"+experiment={option}"]))

@@ -63,7 +63,7 @@ def test_missing_data_folder_is_one_line(tmp_path, capsys):
 
 def test_bad_callback_target_is_one_line(tmp_path, capsys):
     err = user_error(tmp_path, ["callbacks=none", "+callbacks.x._target_=nowhere.Nothing"], capsys)
-    assert err.startswith("error: callbacks.x (nowhere.Nothing) failed:")
+    assert err.startswith("error: callbacks.x._target_=nowhere.Nothing cannot be imported:")
 
 
 def test_unknown_task(tmp_path, capsys):

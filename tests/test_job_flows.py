@@ -109,7 +109,7 @@ def test_finetune_overlay_unfreezes_the_backbone(tmp_path, capsys):
     run(
         tmp_path,
         [
-            "+experiment=finetune",
+            "experiment=finetune",
             "callbacks=minimal",
             "trainer.epochs=2",
             "callbacks.backbone_finetuning.unfreeze_at_epoch=1",
@@ -122,7 +122,7 @@ def test_finetune_overlay_unfreezes_the_backbone(tmp_path, capsys):
 
 
 def test_lr_find_overlay_writes_its_suggestion(tmp_path):
-    run(tmp_path, ["+experiment=lr_find", "callbacks.lr_finder.num_steps=6", "trainer.epochs=3"])
+    run(tmp_path, ["experiment=lr_find", "callbacks.lr_finder.num_steps=6", "trainer.epochs=3"])
     record = json.loads((tmp_path / "run" / "lr_finder.json").read_text())
     assert record["stop_cause"] != "out_of_steps" and len(record["lrs"]) <= 6
     assert record["suggested_lr"] == record["suggestions"][record["method"]] > 0

@@ -85,6 +85,8 @@ class RunContext:
             chief, or the only process).
         precision: the dtype policy the job resolved (``float32``, ``mixed_bfloat16`` ...).
         sweep: for a job of a Hydra multirun: ``sweep_dir``, ``job_num``, ``overrides``.
+        error: why the job failed, on one line (set by the job before ``on_job_end(FAILED)``;
+            the MLflow run carries it as its ``trainkit.error`` tag); None otherwise.
         extras: scratch space for a job's own additions; no library callback reads it.
     """
 
@@ -108,6 +110,7 @@ class RunContext:
     worker_index: int = 0
     precision: str | None = None
     sweep: dict[str, Any] | None = None
+    error: str | None = None
     extras: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -175,9 +178,10 @@ class LogsObserver(Protocol):
     """A callback that records logs after the whole stack has run a hook.
 
     The stack calls ``after_stack(hook, index, logs)`` after every callback's
-    ``on_train_batch_end``, ``on_epoch_end`` and ``on_test_end``, with the logs as the last
-    callback left them: keys that callbacks placed after the recorder wrote are in them.
-    ``index`` is the batch or epoch index, None for ``on_test_end``.
+    ``on_train_batch_end``, ``on_epoch_end``, ``on_test_end`` and ``on_train_end``, with the
+    logs as the last callback left them: keys that callbacks placed after the recorder wrote
+    are in them. ``index`` is the batch or epoch index, None for ``on_test_end`` and
+    ``on_train_end``.
     """
 
     def after_stack(self, hook: str, index: int | None, logs: dict[str, Any]) -> None: ...

@@ -14,43 +14,134 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from omegaconf import DictConfig, OmegaConf
 
-from trainkit.errors import ConfigError, TrainkitError
+from trainkit.errors import (
+    ConfigError,
+    DataError,
+    TrainkitError,
+    describe,
+    one_line,
+    root_cause,
+)
 from trainkit.hydra_run import hydra_choice, output_dir
 
 log = logging.getLogger("trainkit")
 
 
 def main(cfg: DictConfig) -> float | None:
-    """Hydra's task function. A :class:`TrainkitError` prints one line and exits with 2."""
+    """Hydra's task function. A :class:`TrainkitError` prints one line and exits with 2.
+
+    The config is checked first, against :mod:`trainkit.config.schema`, before TensorFlow is
+    imported. Whatever the error, ``run.log`` (Hydra's job log) gets its full trace at DEBUG.
+    """
+    from trainkit.errors import mark_job_started
+
+    mark_job_started()
     try:
         task = cfg.get("task", "train")
         if task == "train":
-            return train(cfg)
+            return train(cfg)  # which validates first
+        validate(cfg)
         if task == "predict":
             from trainkit.predict_task import predict
 
             predict(cfg)
             return None
-        raise ConfigError(f"unknown task '{task}': choose train or predict")
+        raise ConfigError(f"unknown task '{task}': choose task=train or task=predict")
     except TrainkitError as err:
-        print(f"error: {err}", file=sys.stderr, flush=True)
-        log.debug("user error", exc_info=True)
-        raise SystemExit(err.exit_code) from None
-    except KeyboardInterrupt:
+        fail(err)
+    except KeyboardInterrupt as stop:
         # The callbacks already closed with KILLED (train's finally): say so, no traceback.
+        log.debug("interrupted", exc_info=True)
+        name = getattr(stop, "name", "SIGINT")
         print(
-            "interrupted: the MLflow run ended KILLED; checkpoints and logs are kept in the "
-            "run directory",
+            f"interrupted ({name}): the MLflow run ended KILLED; the backup, checkpoints and "
+            "logs are in the run directory; rerun the same command to resume",
             file=sys.stderr,
             flush=True,
         )
-        raise SystemExit(130) from None
+        raise SystemExit(getattr(stop, "exit_code", 130)) from None
+    except Exception as exc:
+        user_error = as_user_error(exc, cfg)
+        if user_error is None:
+            log.debug("job failed", exc_info=True)
+            raise  # a bug: its traceback is what helps
+        log.debug("job failed", exc_info=True)
+        fail(user_error)
+
+
+def validate(cfg: DictConfig) -> None:
+    """Types, ranges and names of the config (:func:`trainkit.config.schema.validate`)."""
+    from trainkit.config.schema import validate as check
+
+    check(cfg)
+
+
+def check_callbacks(cfg: DictConfig) -> None:
+    """Import every callback ``_target_`` and check its options against its signature."""
+    from trainkit.stack import check_callback_entry
+
+    for name, entry in (cfg.get("callbacks") or {}).items():
+        if isinstance(entry, DictConfig) and "_target_" in entry:
+            check_callback_entry(str(name), str(entry._target_), entry)
+
+
+def fail(err: TrainkitError) -> NoReturn:
+    """One ``error:`` line on stderr, the trace in run.log at DEBUG, exit status 2."""
+    message = describe(err)
+    log.debug("error: %s", message, exc_info=err)
+    for handler in logging.getLogger().handlers + log.handlers:
+        handler.flush()  # SystemExit skips Hydra's own flush
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(err.exit_code) from None
+
+
+def as_user_error(exc: BaseException, cfg: DictConfig) -> TrainkitError | None:
+    """A user error hidden in a library's exception (an image TensorFlow cannot decode, a
+    ``_target_`` Hydra cannot build), or None for a bug."""
+    text = str(exc)
+    name = type(exc).__name__
+    if name == "InvalidArgumentError" and any(
+        word in text for word in ("decode", "Decode", "image format", "Invalid JPEG", "Invalid PNG")
+    ):
+        where = OmegaConf.select(cfg, "data.path", default=None, throw_on_missing=False)
+        # TensorFlow's message, without its graph node names.
+        reason = re.sub(r"\{\{.*?\}\}|\[\[.*?\]\]|\[Op:.*?\]", "", text).strip()
+        reason = one_line(reason.splitlines()[0] if reason else name, limit=200)
+        bad = first_unreadable_image(where) if where else None
+        culprit = f" {bad}" if bad else " an image"
+        return DataError(
+            f"data.path={where}:{culprit} cannot be decoded ({reason}): remove or replace it"
+        )
+    if name == "InstantiationException":
+        return ConfigError(f"cannot build a _target_ of the config: {one_line(text)}")
+    return None
+
+
+def first_unreadable_image(folder: str) -> str | None:
+    """The first image under ``folder`` that PIL cannot decode fully (only on the error path:
+    it decodes every image)."""
+    try:
+        from PIL import Image
+
+        from trainkit.data.folder import IMAGE_SUFFIXES
+    except ImportError:
+        return None
+    for path in sorted(Path(str(folder)).expanduser().rglob("*")):
+        if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            continue
+        try:
+            with Image.open(path) as image:
+                image.load()
+        except Exception:  # noqa: BLE001 - any failure is the answer
+            return str(path)
+    return None
 
 
 def tracking_settings(cfg: DictConfig) -> dict[str, Any]:
@@ -68,7 +159,13 @@ def compile_model(model, cfg: DictConfig, num_classes: int) -> None:
     import keras
     from hydra.utils import instantiate
 
-    optimizer = instantiate(cfg.optimizer, _convert_="all")
+    try:
+        optimizer = instantiate(cfg.optimizer, _convert_="all")
+    except Exception as exc:  # noqa: BLE001 - an unknown class, a misspelt or wrong option
+        raise ConfigError(
+            f"optimizer ({cfg.optimizer.get('_target_')}) cannot be built: {root_cause(exc)}: "
+            "fix optimizer._target_ (a keras.optimizers class) or its options"
+        ) from exc
     metrics: list[Any] = ["accuracy"]
     if num_classes > 5:
         metrics.append(keras.metrics.SparseTopKCategoricalAccuracy(k=5, name="top5_accuracy"))
@@ -99,7 +196,11 @@ def monitored_value(
 
 
 def train(cfg: DictConfig) -> float | None:
+    validate(cfg)  # before TensorFlow: a bad input ends in seconds
     from trainkit import runtime
+
+    runtime.quiet_tensorflow()
+    check_callbacks(cfg)  # before data and model: a misspelt callback fails in seconds
 
     runtime.quiet_tensorflow()
     import keras
@@ -109,11 +210,17 @@ def train(cfg: DictConfig) -> float | None:
     from trainkit.distribute import make_strategy, shard
     from trainkit.models import backbone_layers, build_model, resolve_input_shape
     from trainkit.stack import build_stack
+    from trainkit.tracking.flatten import redact_saved_config
 
     run_dir = output_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
+    redact_saved_config(run_dir)  # Hydra's .hydra/*.yaml: no password left in the run directory
     trainer = cfg.trainer
     runtime.configure(OmegaConf.to_container(trainer, resolve=True))
+    if trainer.get("deterministic"):
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     placement = make_strategy(
         trainer.get("strategy") or "auto",
         trainer.get("devices"),
@@ -180,7 +287,27 @@ def train(cfg: DictConfig) -> float | None:
         strategy=placement.name,
         worker_index=placement.worker_index,
     )
-    stack = build_stack(cfg.get("callbacks"), context, model)
+    from callbacks.backup import Backup, resume_within_epoch
+    from trainkit import signals
+    from trainkit.stack import instantiate_callbacks
+
+    # GracefulStop last: it ends fit after a signal once every callback saw the step.
+    stack = build_stack(
+        [*instantiate_callbacks(cfg.get("callbacks")), signals.GracefulStop()], context, model
+    )
+    # Exact resume: the data starts at the batch after the backup's (no batch drawn twice).
+    epochs = int(trainer.epochs)
+    backup = context.find(Backup)
+    first_epoch, steps_done = (backup.resume_point() if backup else None) or (0, 0)
+    first_epoch = min(first_epoch, epochs)
+    train_data = data.extras["train_data"].stream(
+        first_epoch, epochs, steps_done, int(steps_per_epoch)
+    )
+    if steps_done:
+        train_data = train_data.repeat()  # its length is not Keras's epochs x steps any more
+        resume_within_epoch(stack, model, first_epoch, steps_done, train_data.element_spec)
+    if placement.num_workers > 1:
+        train_data = shard(train_data)
 
     log.info(
         "model %s (%s params) on %s: %s train / %s val / %s test images at %sx%s, %s classes",
@@ -197,27 +324,38 @@ def train(cfg: DictConfig) -> float | None:
     history: dict[str, list[float]] = {}
     test: dict[str, float] = {}
     try:
-        fit = model.fit(
-            train_data,
-            validation_data=val_data,
-            epochs=int(trainer.epochs),
-            steps_per_epoch=int(steps_per_epoch),
-            validation_steps=int(validation_steps),
-            shuffle=False,  # the pipeline shuffles
-            callbacks=stack.for_fit(int(trainer.epochs), context.steps.train, verbose=2),
-        )
-        history = fit.history
-        test = model.evaluate(
-            test_data, callbacks=stack.for_evaluate(context.steps.test), return_dict=True
-        )
-        model.predict(
-            predict_images,
-            batch_size=data.batch_size,
-            callbacks=stack.for_predict(context.steps.predict),
-        )
+        with signals.installed(model):
+            fit = model.fit(
+                train_data,
+                validation_data=val_data,
+                epochs=epochs,
+                initial_epoch=first_epoch,
+                steps_per_epoch=int(steps_per_epoch),
+                validation_steps=int(validation_steps),
+                shuffle=False,  # the pipeline shuffles
+                callbacks=stack.for_fit(epochs, context.steps.train, verbose=2),
+            )
+            history = fit.history
+            non_finite = non_finite_stop(context)
+            if non_finite:
+                raise NonFiniteLossError(non_finite)
+            test = model.evaluate(
+                test_data, callbacks=stack.for_evaluate(context.steps.test), return_dict=True
+            )
+            model.predict(
+                predict_images,
+                batch_size=data.batch_size,
+                callbacks=stack.for_predict(context.steps.predict),
+            )
         status = JobStatus.FINISHED
     except KeyboardInterrupt:
         status = JobStatus.KILLED
+        raise
+    except Exception as exc:
+        user_error = as_user_error(exc, cfg)
+        context.error = describe(user_error or exc)  # the MLflow run's trainkit.error tag
+        if user_error is not None:
+            raise user_error from exc
         raise
     finally:
         for problem in stack.end_job(status):
@@ -228,6 +366,24 @@ def train(cfg: DictConfig) -> float | None:
     value = monitored_value(history, test, metric, model)
     report(run_dir, context.tracking, test, metric, value)
     return value
+
+
+class NonFiniteLossError(TrainkitError):
+    """Training stopped on a NaN or infinite loss; the run ends FAILED."""
+
+
+def non_finite_stop(context) -> str | None:
+    """The message for a fit that a callback stopped on a non-finite value, or None."""
+    from trainkit.context import StopsTraining
+
+    for callback in context.find_all(StopsTraining):
+        if callback.stop_reason == "non_finite":
+            name = getattr(callback, "trainkit_name", type(callback).__name__)
+            return (
+                f"training stopped: the loss is not finite ({name}); the last good weights are "
+                "kept. Lower optimizer.learning_rate or check the data"
+            )
+    return None
 
 
 def report(run_dir: Path, tracking: dict, test: dict, metric: str, value) -> None:

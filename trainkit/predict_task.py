@@ -10,7 +10,27 @@ from __future__ import annotations
 
 from omegaconf import DictConfig
 
-from trainkit.errors import ConfigError
+from trainkit.errors import ConfigError, DataNotFoundError
+
+
+def check_inputs(checkpoint: str | None, inputs: str | None) -> None:
+    """What ``task=predict`` needs, checked before TensorFlow loads: the checkpoint file (a
+    Keras model file) and the images. Raises a :class:`TrainkitError` naming the key."""
+    from pathlib import Path
+
+    from trainkit.config.files import check_weights_file
+
+    if not checkpoint:
+        raise ConfigError("task=predict needs checkpoint=PATH (a .keras file from a run)")
+    if not inputs:
+        raise ConfigError("task=predict needs inputs=FILE_OR_DIR (an image or a folder of images)")
+    path = check_weights_file(str(checkpoint), key="checkpoint")
+    if not path.name.endswith(".keras"):
+        raise ConfigError(
+            f"checkpoint={path}: expected a .keras file (as a run's checkpoints/*.keras)"
+        )
+    if not Path(str(inputs)).expanduser().exists():
+        raise DataNotFoundError(f"inputs={inputs}: no such image file or folder")
 
 
 def predict(cfg: DictConfig) -> list[dict]:
@@ -20,10 +40,7 @@ def predict(cfg: DictConfig) -> list[dict]:
     from trainkit.hydra_run import output_dir
     from trainkit.topk import run_predict_task
 
-    if not cfg.get("checkpoint"):
-        raise ConfigError("task=predict needs checkpoint=PATH (a .keras file from a run)")
-    if not cfg.get("inputs"):
-        raise ConfigError("task=predict needs inputs=FILE_OR_DIR (an image or a folder of images)")
+    check_inputs(cfg.get("checkpoint"), cfg.get("inputs"))
     run_dir = output_dir(cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     return run_predict_task(

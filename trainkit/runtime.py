@@ -1,11 +1,19 @@
-"""Process-wide settings a job makes before it builds anything: seed and numeric precision."""
+"""Process-wide settings a job makes before it builds anything: a quiet TensorFlow, seed and
+numeric precision.
+
+Keras (hence TensorFlow) is imported inside the functions, so that :func:`quiet_tensorflow`
+can run before TensorFlow is first imported.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-
-import keras
+import re
+import sys
+import threading
+from collections.abc import Callable, Iterator
 
 from trainkit.errors import ConfigError
 
@@ -68,13 +76,89 @@ def resolve_precision(precision: str) -> str:
     return policy
 
 
+TF_LOGS_ENV = "TRAINKIT_TF_LOGS"
+
+# What TensorFlow 2.21 prints while it is imported, whatever TF_CPP_MIN_LOG_LEVEL says: its
+# messages go through absl's C++ logging (which reads no environment variable, and warns that
+# nothing initialised it), twice, once per shared library that carries a copy of absl:
+#   WARNING: All log messages before absl::InitializeLog() is called are written to STDERR
+#   I0000 00:00:1795789496.423992   17303 port.cc:153] oneDNN custom operations are on. ...
+_ABSL_PREAMBLE = "WARNING: All log messages before absl::InitializeLog()"
+# absl's line format: severity letter, MMDD hh:mm:ss.micros (before absl is initialised: 0000
+# 00:00:<epoch seconds>), thread id, file:line]. Info (I)
+# and warning (W) lines are dropped, as TF_CPP_MIN_LOG_LEVEL=2 means; errors (E, F) stay.
+_ABSL_QUIET_LINE = re.compile(rb"^[IW]\d{4} \d\d:\d\d:\d+\.\d+\s+\d+ \S+:\d+\] ")
+
+
+def tf_logs_wanted() -> bool:
+    """``TRAINKIT_TF_LOGS=1`` (or true/yes/on) shows TensorFlow's start-up messages."""
+    return os.environ.get(TF_LOGS_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
 def quiet_tensorflow() -> None:
-    """Hide TensorFlow's C++ info lines; must run before tensorflow is imported."""
+    """Import TensorFlow without its start-up chatter, unless ``TRAINKIT_TF_LOGS=1``.
+
+    Sets ``TF_CPP_MIN_LOG_LEVEL=2`` (unless set) for what honours it, and imports TensorFlow
+    with the process's stderr (file descriptor 2, where C++ writes) passing through a filter
+    that drops absl's preamble and info/warning lines; anything else written meanwhile (Python
+    warnings, errors) goes through. Does nothing once TensorFlow is imported: call it first.
+    """
+    if tf_logs_wanted():
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
+        return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" in sys.modules:
+        return
+    with drop_stderr_lines(_is_tf_chatter):
+        import tensorflow  # noqa: F401
+
+
+def _is_tf_chatter(line: bytes) -> bool:
+    return line.startswith(_ABSL_PREAMBLE.encode()) or bool(_ABSL_QUIET_LINE.match(line))
+
+
+@contextlib.contextmanager
+def drop_stderr_lines(drop: Callable[[bytes], bool]) -> Iterator[None]:
+    """Within the block, lines written to file descriptor 2 for which ``drop`` is true vanish.
+
+    fd 2 is pointed at a pipe that a thread drains; at the block's end fd 2 is restored and the
+    kept lines are written to it, in order. For a short block only (an import): nothing
+    reaches the terminal until it ends.
+    """
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+        read_end, write_end = os.pipe()
+    except OSError:  # no fd 2 (a daemon): nothing to filter
+        yield
+        return
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while data := os.read(read_end, 65536):
+            chunks.append(data)
+
+    reader = threading.Thread(target=drain, name="stderr-filter", daemon=True)
+    reader.start()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe's last write end closes: the reader sees its end
+        reader.join(timeout=5)
+        os.close(saved)
+        os.close(read_end)
+        kept = [ln for ln in b"".join(chunks).splitlines(keepends=True) if not drop(ln)]
+        if kept:
+            os.write(2, b"".join(kept))
 
 
 def set_seed(seed: int | None) -> None:
     """Seed Python, NumPy and the backend; None leaves them random."""
+    import keras
+
     if seed is not None:
         keras.utils.set_random_seed(int(seed))
 
@@ -86,6 +170,8 @@ def set_precision(precision: str) -> None:
     Models keep their classifier in float32 (see ``trainkit.models.heads``), so losses and
     probabilities stay float32 under any policy.
     """
+    import keras
+
     if precision not in PRECISIONS:
         raise ConfigError(
             f"unknown trainer.precision '{precision}': choose one of {', '.join(PRECISIONS)}"

@@ -8,50 +8,143 @@ a step: each callback gets the job's :class:`~trainkit.context.RunContext` and t
 ``predict`` as ``callbacks=stack``. Before any callback sees a train hook it ticks the clock; after
 every callback has run a hook that carries logs, it hands the final logs to the callbacks that
 record them (:class:`~trainkit.context.LogsObserver`), so a key written by the last callback
-reaches the loggers placed before it. Keras sets no params on a ``CallbackList`` it is given:
+reaches the loggers placed before it (``on_train_end`` too: the model is final only after every
+callback's ``on_train_end``). Keras sets no params on a ``CallbackList`` it is given:
 call :meth:`Stack.for_fit`, :meth:`Stack.for_evaluate` or :meth:`Stack.for_predict` first.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import inspect
+import types
+import typing
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import keras
+from hydra._internal.utils import _locate  # what instantiate uses, without its error log
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from keras.src.utils.python_utils import pythonify_logs
 
 from callbacks.base import StepClock, TrainkitCallback
+from trainkit.config.callbacks import check_entry
 from trainkit.context import JobAware, JobStatus, LogsObserver, RunContext, ShowsProgress
-from trainkit.errors import ConfigError
+from trainkit.errors import ConfigError, one_line, root_cause
 
 
 def instantiate_callbacks(entries: Mapping[str, Any] | None) -> list[keras.callbacks.Callback]:
     """Build each ``_target_`` entry of the ``callbacks`` group, in order; null entries are
-    skipped, so ``callbacks.tensorboard=null`` and ``~callbacks.tensorboard`` both remove one."""
+    skipped, so ``callbacks.tensorboard=null`` and ``~callbacks.tensorboard`` both remove one.
+
+    A callback that cannot be imported or built is a :class:`ConfigError` whose one line names
+    the entry and the real cause (``No module named 'mypkg'``, a misspelt option, a value of the
+    wrong type, the class's own ``ValueError``), not Hydra's wrapper.
+    """
     callbacks: list[keras.callbacks.Callback] = []
     for name, entry in (entries or {}).items():
         if entry is None:
             continue
+        # every key must be an option of the target's signature (a '+' override can add any)
+        check_entry(name, entry)
         if not isinstance(entry, Mapping) or "_target_" not in entry:
             raise ConfigError(
                 f"callbacks.{name} must be a dict with a _target_ "
                 f"(e.g. +callbacks.{name}._target_=mypkg.MyCallback), got {entry!r}"
             )
+        target = str(entry["_target_"])
+        check_callback_entry(name, target, entry)
         try:
             callback = instantiate(entry, _convert_="all")
         except InstantiationException as exc:
-            reason = str(exc).strip().splitlines()[-1]
-            raise ConfigError(f"callbacks.{name} ({entry['_target_']}) failed: {reason}") from None
-        if not isinstance(callback, keras.callbacks.Callback):
             raise ConfigError(
-                f"callbacks.{name}: {entry['_target_']} is not a keras.callbacks.Callback"
-            )
+                f"callbacks.{name} ({target}) cannot be built: {root_cause(exc)}: "
+                f"fix callbacks.{name}'s options"
+            ) from exc
+        if not isinstance(callback, keras.callbacks.Callback):
+            raise ConfigError(f"callbacks.{name}: {target} is not a keras.callbacks.Callback")
         callback.trainkit_name = name
         callbacks.append(callback)
     return callbacks
+
+
+def check_callback_entry(name: str, target: str, entry: Mapping[str, Any]) -> None:
+    """Import ``target`` and check the entry's options against its signature: names, and the
+    types the signature annotates (``patience=abc`` for an ``int``). Raises :class:`ConfigError`.
+    """
+    try:
+        cls = _locate(target)
+    except Exception as exc:  # noqa: BLE001 - ImportError, AttributeError, the module's own
+        # _locate's ImportError says what it tried ("Are you sure that 'Mien' is importable
+        # from module 'mypkg'?"); an error raised by the module itself is its root cause.
+        reason = one_line(str(exc)) if type(exc) is ImportError else root_cause(exc)
+        raise ConfigError(
+            f"callbacks.{name}._target_={target} cannot be imported: {reason}: fix "
+            "the dotted path (package.module.Class) or put its package on PYTHONPATH"
+        ) from exc
+    options = {k: v for k, v in entry.items() if not str(k).startswith("_")}
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(**options)
+    except TypeError as exc:
+        accepted = [
+            p.name
+            for p in signature.parameters.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+        raise ConfigError(
+            f"callbacks.{name} ({target}): {exc}: its options are {', '.join(accepted)}"
+        ) from exc
+    try:
+        hints = typing.get_type_hints(getattr(cls, "__init__", cls))
+    except Exception:  # noqa: BLE001 - unresolvable annotations: Python checks nothing either
+        return
+    for key, value in options.items():
+        hint = hints.get(key)
+        if hint is not None and not _fits(value, hint):
+            raise ConfigError(
+                f"callbacks.{name}.{key}={value!r} is not {_type_name(hint)}: "
+                f"set callbacks.{name}.{key} to {_type_name(hint)}"
+            )
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a config value fits a simple annotation; anything not simple counts as fitting."""
+    if hint is Any:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, arg) for arg in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    names = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
+    if hint in names:
+        return names[hint]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        parts = [_type_name(a) for a in typing.get_args(hint) if a is not type(None)]
+        nullable = type(None) in typing.get_args(hint)
+        return " or ".join(parts + (["null"] if nullable else []))
+    if typing.get_origin(hint) is typing.Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(hint)))
+    return getattr(hint, "__name__", str(hint))
 
 
 def build_stack(
@@ -156,6 +249,18 @@ class Stack(keras.callbacks.CallbackList):
             callback.on_epoch_end(epoch, logs)
         for observer in self._observers:
             observer.after_stack("on_epoch_end", epoch, logs)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        # After every callback's on_train_end: early stopping has restored the best weights,
+        # so what a recorder saves now is the model that evaluate() will measure.
+        if self._async_train:
+            self._flush_futures()
+        logs = pythonify_logs(logs)
+        for callback in self.callbacks:
+            callback.on_train_end(logs)
+        for observer in self._observers:
+            observer.after_stack("on_train_end", None, logs)
+        self._on_end()
 
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
         if self._async_test:

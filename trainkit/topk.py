@@ -208,9 +208,12 @@ def load_checkpoint(checkpoint: str | os.PathLike) -> keras.Model:
     import trainkit.models  # noqa: F401
 
     try:
-        return keras.saving.load_model(path, compile=False)
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - zip, h5 and deserialisation errors alike
-        raise WeightsNotAvailableError(f"cannot load {path}: {one_line(exc)}") from None
+        raise WeightsNotAvailableError(
+            f"checkpoint={path}: cannot load it ({one_line(exc)}): pass a .keras checkpoint "
+            "of a trainkit run"
+        ) from exc
 
 
 def print_predictions(rows: Sequence[dict[str, Any]]) -> None:

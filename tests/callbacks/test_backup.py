@@ -80,7 +80,7 @@ def test_resumes_at_the_next_epoch_with_weights_optimizer_and_callback_states(tm
     final = json.loads((tmp_path / "backup" / "latest.json").read_text())
     assert final["finished"] and (final["epoch"], final["step"]) == (4, 0)
     # one weights file at a time
-    assert len(list((tmp_path / "backup").glob("state-*.weights.h5"))) == 1
+    assert len(list((tmp_path / "backup").glob("state-*.npz"))) == 1
 
 
 def test_resumes_mid_epoch_at_the_saved_step(tmp_path):

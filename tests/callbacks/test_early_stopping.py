@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import keras
+import numpy as np
 import pytest
 
 from callbacks.early_stopping import EarlyStopping
@@ -54,7 +56,7 @@ def run(values, epochs=None, **options):
         ([1.0, 2.0, 11.0, 0.5], {"patience": 5, "divergence_threshold": 10.0}, 2, "divergence", 0),
         ([1.0, 0.9, NAN, 0.5], {"patience": 5}, 2, "non_finite", 1),
         # a NaN during the start_from_epoch warm-up still stops
-        ([NAN, 0.9, 0.8], {"patience": 5, "start_from_epoch": 2}, 0, "non_finite", None),
+        ([NAN, 0.9, 0.8], {"patience": 5, "start_from_epoch": 2}, 0, "non_finite", 0),
     ],
 )
 def test_stops_at_scripted_epoch_for_the_reason(values, options, stopped_epoch, reason, best_epoch):
@@ -66,7 +68,7 @@ def test_stops_at_scripted_epoch_for_the_reason(values, options, stopped_epoch, 
     assert len(history.history["loss"]) == stopped_epoch + 1
     assert recorder.epoch_logs[-1]["stop_reason"] == reason
     assert all("stop_reason" not in logs for logs in recorder.epoch_logs[:-1])
-    if best_epoch is not None:
+    if stopper.best is not None:
         assert stopper.best_value == values[best_epoch]
         assert recorder.epoch_logs[-1]["best_epoch"] == best_epoch
         assert recorder.epoch_logs[-1][f"best_{monitor}"] == values[best_epoch]
@@ -74,7 +76,8 @@ def test_stops_at_scripted_epoch_for_the_reason(values, options, stopped_epoch, 
 
 def test_runs_to_the_end_while_improving_and_baseline_keeps_counting():
     _, stopper, recorder, history = run([1.0, 0.9, 0.8, 0.7], patience=1)
-    assert stopper.stop_reason is None and stopper.stopped_epoch is None
+    # Keras's types: stopped_epoch 0 when it did not stop
+    assert stopper.stop_reason is None and stopper.stopped_epoch == 0
     assert len(history.history["loss"]) == 4
     assert [logs["best_epoch"] for logs in recorder.epoch_logs] == [0, 1, 2, 3]
     # Keras's baseline: improving epochs that do not beat it still use up the patience.
@@ -97,12 +100,128 @@ def test_instance_is_reusable_state_resets():
     make_model().fit(x, y, epochs=3, verbose=0, callbacks=[Script("val_loss", [1, 2, 3]), stopper])
     assert stopper.stop_reason == "patience"
     make_model().fit(x, y, epochs=3, verbose=0, callbacks=[Script("val_loss", [3, 2, 1]), stopper])
-    assert (stopper.stop_reason, stopper.stopped_epoch, stopper.best_epoch) == (None, None, 2)
+    assert (stopper.stop_reason, stopper.stopped_epoch, stopper.best_epoch) == (None, 0, 2)
 
 
 def test_prints_one_line_when_it_stops(capsys):
     x, y = regression_data(16)
-    stopper = EarlyStopping(patience=1)
+    stopper = EarlyStopping(patience=1, verbose=1)
     make_model().fit(x, y, epochs=3, verbose=0, callbacks=[Script("val_loss", [1, 2, 3]), stopper])
     lines = [line for line in capsys.readouterr().out.splitlines() if "EarlyStopping" in line]
     assert len(lines) == 1 and "epoch 2 (patience" in lines[0]
+
+
+# -- side by side with keras.callbacks.EarlyStopping ------------------------------------------
+
+
+def keras_docs_fit(callback):
+    """The example of Keras's EarlyStopping docstring."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.layers.Dense(10)])
+    model.compile(keras.optimizers.SGD(), loss="mse")
+    history = model.fit(
+        np.arange(100).reshape(5, 20),
+        np.zeros(5),
+        epochs=10,
+        batch_size=1,
+        callbacks=[callback],
+        verbose=0,
+    )
+    return model, history
+
+
+def test_keras_docs_example_runs_four_epochs_as_with_keras():
+    theirs = keras.callbacks.EarlyStopping(monitor="loss", patience=3)
+    _, keras_history = keras_docs_fit(theirs)
+    assert len(keras_history.history["loss"]) == 4
+    # the example's loss overflows to inf at epoch 3: without the added non-finite check the
+    # run is Keras's; with it (the default) it stops there and says why
+    plain = EarlyStopping(monitor="loss", patience=3, check_finite=False)
+    _, history = keras_docs_fit(plain)
+    assert len(history.history["loss"]) == 4
+    assert (plain.stopped_epoch, plain.wait, plain.best) == (
+        theirs.stopped_epoch,
+        theirs.wait,
+        theirs.best,
+    )
+    checked = EarlyStopping(monitor="loss", patience=3)
+    _, history = keras_docs_fit(checked)
+    assert (len(history.history["loss"]), checked.stop_reason) == (3, "non_finite")
+
+
+def side_by_side(values, options, metric=None, monitor="val_loss"):
+    results = []
+    for cls in (EarlyStopping, keras.callbacks.EarlyStopping):
+        x, y = regression_data(16)
+        model = make_model(seed=0)
+        callback = cls(monitor=monitor, **options)
+        history = model.fit(
+            x,
+            y,
+            batch_size=8,
+            epochs=len(values),
+            verbose=0,
+            callbacks=[Script(monitor, values), callback],
+        )
+        results.append((callback, model.get_weights(), len(history.history["loss"])))
+    return results
+
+
+KERAS_OPTIONS = [
+    {"patience": 2},
+    {"patience": 1, "min_delta": 0.1},
+    {"patience": 2, "baseline": 0.5},
+    {"patience": 1, "restore_best_weights": True},
+    {"patience": 1, "restore_best_weights": True, "start_from_epoch": 2},
+    {"patience": 0, "mode": "max"},
+    {"patience": 3, "restore_best_weights": True, "verbose": 1},
+]
+SCRIPTS = [[1.0, 0.8, 0.9, 0.85, 0.7, 0.6], [1.0, 0.9, 0.8, 0.7, 0.6, 0.5], [0.5, 0.4, 0.6]]
+
+
+@pytest.mark.parametrize("options", KERAS_OPTIONS)
+@pytest.mark.parametrize("values", SCRIPTS)
+def test_keras_options_stop_and_restore_as_keras(values, options):
+    (ours, ours_weights, ours_epochs), (theirs, keras_weights, keras_epochs) = side_by_side(
+        values, options
+    )
+    assert ours_epochs == keras_epochs
+    for name in ("stopped_epoch", "wait", "best_epoch", "best", "min_delta", "patience"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+        assert type(getattr(ours, name)) is type(getattr(theirs, name)), name
+    assert (ours.best_weights is None) == (theirs.best_weights is None)
+    assert_weights_equal(ours_weights, keras_weights)
+    # what Keras code reads after fit works the same
+    assert (ours.stopped_epoch > 0) == (theirs.stopped_epoch > 0)
+
+
+def f1_fit(callback, average):
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+    y = keras.utils.to_categorical((x[:, 0] > 0).astype(int), 2)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile("sgd", "categorical_crossentropy", metrics=[keras.metrics.F1Score(average)])
+    model.fit(x, y, epochs=4, batch_size=16, verbose=0, callbacks=[callback])
+    return model
+
+
+def test_f1_score_array_values_as_keras():
+    # macro F1: a 0-d array; the same decisions and the same kind of best as Keras's
+    ours = EarlyStopping(monitor="f1_score", patience=1, restore_best_weights=True)
+    theirs = keras.callbacks.EarlyStopping(
+        monitor="f1_score", patience=1, restore_best_weights=True
+    )
+    assert_weights_equal(f1_fit(ours, "macro").get_weights(), f1_fit(theirs, "macro").get_weights())
+    assert (ours.stopped_epoch, ours.wait, ours.best_epoch) == (
+        theirs.stopped_epoch,
+        theirs.wait,
+        theirs.best_epoch,
+    )
+    assert np.shape(ours.best) == np.shape(theirs.best) == ()
+    # one F1 per class: Keras's comparison is ambiguous and raises; ours compares the mean
+    with pytest.raises(ValueError):
+        f1_fit(keras.callbacks.EarlyStopping(monitor="f1_score", patience=1), None)
+    per_class = EarlyStopping(monitor="f1_score", patience=1)
+    f1_fit(per_class, None)
+    assert np.shape(per_class.best) == (2,)
+    assert per_class.stop_reason in (None, "patience")

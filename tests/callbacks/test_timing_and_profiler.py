@@ -88,8 +88,17 @@ def test_profile_lists_each_callback_and_hook_with_counts(tmp_path):
     assert "on_train_batch_end" not in vars(wrapped)
 
 
-def test_table_is_printed_after_fit_and_at_job_end(tmp_path, capsys):
-    run_job(tmp_path, print_table=True)
+def test_the_terminal_gets_the_top_hooks_once_and_the_file_gets_all(tmp_path, capsys):
+    profiler, _ = run_job(tmp_path, print_table=True)
     out = capsys.readouterr().out
-    assert out.count("Callback hook times") == 2
-    assert "after fit" in out and "job FINISHED" in out
+    # Once, at the job's end: the costliest hooks and the path of the full table.
+    assert out.count("costliest callback hooks") == 1 and "job FINISHED" in out
+    assert "Callback hook times" not in out
+    assert f"every callback and hook: {tmp_path / 'hook_profile.txt'}" in out
+    rows = [line for line in out.splitlines() if line.startswith("│")]
+    assert len(rows) == min(10, sum(1 for stats in profiler.stats.values() if stats[0]))
+    totals = [float(row.split("│")[4]) for row in rows]
+    assert totals == sorted(totals, reverse=True)  # the costliest first
+    assert any("SlowEpochEnd" in row and "on_epoch_end" in row for row in rows)
+    full = (tmp_path / "hook_profile.txt").read_text()
+    assert "(all hooks)" in full and full.count("│") > out.count("│")

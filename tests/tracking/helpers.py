@@ -16,7 +16,7 @@ import numpy as np
 import requests
 import tensorflow as tf
 
-from trainkit.context import RunContext
+from trainkit.context import JobStatus, RunContext
 from trainkit.stack import build_stack
 
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
@@ -173,10 +173,12 @@ def run_job(
     extra: list[keras.callbacks.Callback] | None = None,
     evaluate: bool = True,
     before_job_end: Any = None,
+    model: keras.Model | None = None,
 ) -> Job:
-    """The job's sequence: set_context, fit, evaluate, predict, on_job_end(status) in finally."""
+    """The job's sequence: set_context, fit, evaluate, predict, on_job_end(status) in finally.
+    ``model`` (compiled) replaces the tiny default model."""
     train, val = datasets(arrays)
-    model = tiny_model(steps_per_execution)
+    model = model if model is not None else tiny_model(steps_per_execution)
     job = Job(context, model, callbacks)
     stack = build_stack([*callbacks, *(extra or [])], context, model)
     steps = int(train.cardinality())
@@ -203,8 +205,8 @@ def run_job(
     finally:
         if before_job_end is not None:
             before_job_end()
-        for callback in callbacks:
-            callback.on_job_end(job.status)
+        for problem in stack.end_job(JobStatus.of(job.status)):
+            raise AssertionError(f"a callback failed to close: {problem}")
     return job
 
 

@@ -5,7 +5,19 @@ validation and test ``tf.data`` pipelines of ``(images, labels)`` with images as
 [0, 255] at the model's input size, and the facts about them (class names, split sizes).
 """
 
-from trainkit.data.bundle import DataBundle
-from trainkit.data.loader import SOURCES, load
+from typing import Any
 
 __all__ = ["SOURCES", "DataBundle", "load"]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that ``trainkit.data.folder`` (numpy only) is checked before TensorFlow loads.
+    if name == "DataBundle":
+        from trainkit.data.bundle import DataBundle
+
+        return DataBundle
+    if name in ("SOURCES", "load"):
+        from trainkit.data import loader
+
+        return getattr(loader, name)
+    raise AttributeError(f"module 'trainkit.data' has no attribute {name!r}")

@@ -67,6 +67,10 @@ def load(
         else:
             splits[split] = pipeline.from_arrays(source[idx], labels[idx], **kwargs)
 
+    # Training data is a function of (seed, epoch); the bundle's train split is epoch 0, and the
+    # job trains on extras["train_data"].stream(...) (trainkit.data.pipeline.TrainData).
+    train_data = splits["train"]
+    splits["train"] = train_data.epoch(0).prefetch(pipeline.AUTOTUNE)
     counts = {split: int(len(idx)) for split, idx in parts.items()}
     return DataBundle(
         name=name,
@@ -77,5 +81,5 @@ def load(
         image_size=(int(image_size[0]), int(image_size[1])),
         batch_size=batch_size,
         sizes=counts,
-        extras={"test_labels": np.asarray(labels[parts["test"]])},
+        extras={"test_labels": np.asarray(labels[parts["test"]]), "train_data": train_data},
     )

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import keras
 
+from trainkit.config.files import check_weights_file
 from trainkit.errors import WeightsNotAvailableError
 from trainkit.models.registry import is_head_layer
 
@@ -44,12 +45,7 @@ def load_weights_into(
             f"model '{model.name}' has no ImageNet weights: use model.weights=null or the path "
             "of a .keras / .weights.h5 file"
         )
-    path = Path(weights).expanduser()
-    if not path.is_file():
-        raise WeightsNotAvailableError(
-            f"weights file not found: {path} (model.weights must be null, 'imagenet' or an "
-            "existing .keras / .weights.h5 file)"
-        )
+    path = check_weights_file(weights, key="model.weights")
     if path.name.endswith(".h5"):
         return _load_h5(model, path)
     if path.name.endswith(".keras"):
@@ -64,18 +60,22 @@ def _load_h5(model: keras.Model, path: Path) -> list[str]:
         model.load_weights(path)
     except Exception as exc:  # noqa: BLE001 - h5 errors are many and opaque
         raise WeightsNotAvailableError(
-            f"cannot load {path} into model '{model.name}' ({one_line(exc, 160)}): a .weights.h5 "
-            "file only fits the same model, input size and number of classes; for transfer, "
-            "pass the run's .keras checkpoint instead"
+            f"model.weights={path}: cannot load it into model '{model.name}' "
+            f"({one_line(exc, 160)}): a .weights.h5 file only fits the same model, input size "
+            "and number of classes; for transfer, pass the run's .keras checkpoint instead"
         ) from None
     return [layer.name for layer in all_layers(model) if layer.weights]
 
 
 def _load_keras(path: Path) -> keras.Model:
+    # safe_mode: a file from elsewhere must not run code (Lambda layers) when it loads.
     try:
-        return keras.saving.load_model(path, compile=False)
+        return keras.saving.load_model(path, compile=False, safe_mode=True)
     except Exception as exc:  # noqa: BLE001 - zip, h5 and deserialisation errors alike
-        raise WeightsNotAvailableError(f"cannot read {path}: {one_line(exc)}") from None
+        raise WeightsNotAvailableError(
+            f"model.weights={path}: cannot load it ({one_line(exc)}): pass a .keras file of a "
+            "trainkit model"
+        ) from exc
 
 
 def _copy_by_name(
@@ -100,8 +100,8 @@ def _copy_by_name(
     if not loaded or unexpected:
         detail = f" (layers with other shapes: {', '.join(unexpected[:5])})" if unexpected else ""
         raise WeightsNotAvailableError(
-            f"weights in {path} do not fit model '{model.name}'{detail}: they come from another "
-            "architecture or input configuration"
+            f"model.weights={path}: the weights do not fit model '{model.name}'{detail}: they "
+            "come from another architecture or input configuration"
         )
     return loaded
 

@@ -4,12 +4,17 @@ A job whose tracking store did not answer before it ended keeps its points, para
 artifact list in ``<RUN_DIR>/mlflow_spool.jsonl``. This creates the run if the job never could
 (or resumes the one in ``<RUN_DIR>/mlflow_run_id``), writes everything in order and ends the
 run with the status the job ended with. ``--uri`` points at another store than the job's.
+
+Exit status: 0 when everything was written, or when there is nothing to replay (no spool: the
+job reached its store, or an earlier replay wrote it all; it prints ``nothing to replay``);
+1 when the directory does not exist or the store does not answer.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
 from pathlib import Path
 
 from trainkit.tracking.flatten import redact_uri
@@ -20,13 +25,18 @@ from trainkit.tracking.writer import BackgroundWriter
 log = logging.getLogger("trainkit.tracking")
 
 
+class NothingToReplay(Exception):
+    """The run directory holds no spooled records."""
+
+
 def replay(run_dir: Path, uri: str | None = None) -> tuple[str, int]:
-    """Returns (run id, points written). Raises if the store does not answer."""
+    """Returns (run id, points written). Raises :class:`NothingToReplay` when the directory
+    holds no spool, SystemExit if the store does not answer."""
     spool = Spool(Path(run_dir) / SPOOL_NAME)
-    records = spool.read()
+    records = spool.read() if spool.exists() else []
     spec_data = Spool.spec_of(records)
     if spec_data is None:
-        raise SystemExit(f"{spool.path}: no spool to replay")
+        raise NothingToReplay(f"{run_dir}: nothing to replay (no {SPOOL_NAME})")
     spec = RunSpec.from_dict(spec_data)
     spec.run_dir = str(Path(run_dir).resolve())
     if uri:
@@ -47,7 +57,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--uri", default=None, help="tracking URI (default: the job's)")
     args = parser.parse_args(argv)
-    run_id, count = replay(args.run_dir, args.uri)
+    if not args.run_dir.is_dir():
+        print(f"error: {args.run_dir} is not a directory", file=sys.stderr)
+        return 1
+    try:
+        run_id, count = replay(args.run_dir, args.uri)
+    except NothingToReplay as exc:
+        print(exc)
+        return 0
     print(f"run {run_id}: wrote {count} spooled points")
     return 0
 

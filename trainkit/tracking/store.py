@@ -9,6 +9,7 @@ one exception is logging the model, which MLflow only does through the global UR
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import threading
@@ -21,11 +22,19 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 
 from trainkit.tracking.flatten import MAX_TAG_VALUE, metric_key, redact_uri
 
 log = logging.getLogger("trainkit.tracking")
+# "Creating initial MLflow database tables..." at a new store's first job: not what a user reads.
+for _name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+# MLflow 3's UI opens an experiment on its GenAI view (traces, prompts) unless this experiment
+# tag says it is for model training (mlflow/server/js: ExperimentKind.CUSTOM_MODEL_DEVELOPMENT).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 
 RUN_ID_FILE = "mlflow_run_id"
 PARENT_RUN_ID_FILE = "mlflow_parent_run_id"
@@ -52,7 +61,8 @@ class RunSpec:
 
     uri: str
     experiment: str = "trainkit"
-    run_name: str | None = None
+    run_name: str | None = None  # the user's own (tracking.run_name), or a sweep job's
+    name_hint: str | None = None  # else this, made unique in the experiment (-2, -3 ...)
     tags: dict[str, str] = field(default_factory=dict)
     run_dir: str | None = None
     sweep_dir: str | None = None
@@ -64,6 +74,7 @@ class RunSpec:
             "uri": self.uri,
             "experiment": self.experiment,
             "run_name": self.run_name,
+            "name_hint": self.name_hint,
             "tags": self.tags,
             "run_dir": self.run_dir,
             "sweep_dir": self.sweep_dir,
@@ -73,6 +84,32 @@ class RunSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> RunSpec:
         return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+
+def default_run_name(model: str, stack: str, started: float | None = None) -> str:
+    """``alexnet-full-1127-1405``: what ran and when it started (local time), readable in the
+    runs list where MLflow's random names (drawn from the job's seeded ``random``) were all
+    alike."""
+    when = time.strftime("%m%d-%H%M", time.localtime(started))
+    parts = [p for p in (model, stack) if p and p != "custom"]
+    return "-".join([*parts, when]).replace(" ", "_")
+
+
+def run_description(
+    model: str | None, data: str | None, stack: str | None, command: str | None
+) -> str:
+    """The run's description (``mlflow.note.content``, markdown): what ran, and how to run it
+    again."""
+    lines = []
+    what = [f"**{model}**" if model else "a model"]
+    if data:
+        what.append(f"on **{data}**")
+    if stack and stack != "custom":
+        what.append(f"with the **{stack}** callback stack")
+    lines.append("Trained " + " ".join(what) + ".")
+    if command:
+        lines += ["", "```", command, "```"]
+    return "\n".join(lines)
 
 
 def probe(uri: str, timeout: float = 2.0) -> bool:
@@ -177,10 +214,16 @@ class TrackedRun:
         if experiment is not None:
             if experiment.lifecycle_stage == "deleted":
                 self.client.restore_experiment(experiment.experiment_id)
+            if EXPERIMENT_KIND_TAG not in experiment.tags:  # a kind the user chose stays
+                self.client.set_experiment_tag(
+                    experiment.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND
+                )
             return experiment.experiment_id
         try:
             return self.client.create_experiment(
-                self.spec.experiment, artifact_location=self._artifact_location()
+                self.spec.experiment,
+                artifact_location=self._artifact_location(),
+                tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND},
             )
         except MlflowException as exc:  # another job of the sweep created it first
             experiment = self.client.get_experiment_by_name(self.spec.experiment)
@@ -234,13 +277,33 @@ class TrackedRun:
             self._parent_running()
         # The same context tags mlflow.start_run adds (user, source, git commit).
         tags = {k: str(v)[:MAX_TAG_VALUE] for k, v in resolve_tags(tags).items()}
-        if self.spec.run_name:
-            tags[MLFLOW_RUN_NAME] = self.spec.run_name
-        run = self.client.create_run(self.experiment_id, tags=tags, run_name=self.spec.run_name)
+        # Always named here: left to MLflow, the name is drawn from Python's ``random``, which
+        # the job has seeded, so every run got the same one (and the draw moved the seeded
+        # sequence on, so what the seed reproduced depended on the MLflow callback).
+        name = self.spec.run_name or self._unique_name(self.spec.name_hint or "run")
+        tags[MLFLOW_RUN_NAME] = name
+        run = self.client.create_run(self.experiment_id, tags=tags, run_name=name)
         if self.run_id_file is not None:
             self.run_id_file.parent.mkdir(parents=True, exist_ok=True)
             self.run_id_file.write_text(run.info.run_id + "\n", encoding="utf-8")
         return run.info.run_id
+
+    def _unique_name(self, base: str) -> str:
+        """``base``, or ``base-2``, ``base-3`` ... if a run of the experiment has that name."""
+        prefix = base.replace("'", "")
+        try:
+            found = self.client.search_runs(
+                [self.experiment_id],
+                filter_string=f"attributes.run_name LIKE '{prefix}%'",
+                max_results=1000,
+            )
+        except MlflowException:
+            return base
+        taken = {run.info.run_name for run in found}
+        name, n = base, 2
+        while name in taken:
+            name, n = f"{base}-{n}", n + 1
+        return name
 
     def _sweep_parent(self) -> str:
         """The parent run of the sweep, created by the first job to get here.
@@ -302,6 +365,10 @@ class TrackedRun:
         tags = resolve_tags({SWEEP_TAG: self.spec.sweep_dir, ROLE_TAG: "sweep"})
         name = f"sweep {sweep_dir.parent.name}/{sweep_dir.name}"
         tags[MLFLOW_RUN_NAME] = name
+        tags[MLFLOW_RUN_NOTE] = (
+            f"A Hydra sweep: one child run per job, in `{self.spec.sweep_dir}`. The artifacts "
+            "`sweep_comparison.csv`, `.md` and `.png` compare the jobs that have ended."
+        )
         run = self.client.create_run(self.experiment_id, tags=tags, run_name=name)
         return run.info.run_id
 
@@ -336,6 +403,16 @@ class TrackedRun:
                 count = int(failed or 0) + 1
                 self.client.set_tag(self.parent_run_id, "trainkit.failed_jobs", str(count))
             self.client.set_terminated(self.parent_run_id, "FAILED" if failed else status)
+            self._compare_sweep()
+
+    def _compare_sweep(self) -> None:
+        """Refresh the parent run's comparison of the jobs that have ended (never raises)."""
+        from trainkit.tracking.sweep import log_sweep_comparison
+
+        try:
+            log_sweep_comparison(self.client, self.parent_run_id, self.spec.sweep_dir)
+        except Exception as exc:
+            log.warning("MLflow: the sweep comparison failed: %s: %s", type(exc).__name__, exc)
 
     # -- writes --------------------------------------------------------------------------
 
@@ -350,11 +427,24 @@ class TrackedRun:
         self.client.log_batch(self.run_id, metrics=metrics, synchronous=True)
 
     def log_params(self, params: dict[str, str]) -> None:
-        # On resume, a param already logged with another value would fail the whole batch.
+        """Log params; on a resumed run, values that changed become ``resumed.<key>`` tags.
+
+        MLflow refuses to change a param's value (the whole batch fails), so a param keeps the
+        value of the run's first job, and a rerun that changed it (``trainer.epochs=10`` after
+        5) says so with the tag ``resumed.trainer.epochs=10``: tags may change, so a third run
+        overwrites it with its own value.
+        """
         fresh = {k: v for k, v in params.items() if k not in self.logged_params}
+        changed = {
+            f"resumed.{k}": v
+            for k, v in params.items()
+            if k in self.logged_params and self.logged_params[k] != v
+        }
         if fresh:
             self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in fresh.items()])
             self.logged_params.update(fresh)
+        if changed:
+            self.set_tags(changed)
 
     def set_tags(self, tags: dict[str, str]) -> None:
         items = [RunTag(k, str(v)[:MAX_TAG_VALUE]) for k, v in tags.items()]
@@ -391,21 +481,59 @@ def global_tracking_uri(uri: str) -> Iterator[None]:
 
 
 class _KerasFlavor:
-    """``mlflow.keras`` with one fix: MLflow 3.17's ``mlflow.keras.save_model`` writes the input
-    example before it creates the model directory, so ``log_model(input_example=...)`` fails
-    with FileNotFoundError on Keras 3. Creating the directory first is all it needs."""
+    """``mlflow.keras`` writing the model as a TensorFlow SavedModel (``save_exported_model``).
+
+    A ``.keras`` file names trainkit's own layers (``Preprocess``, ``AttentionPool2d`` ...),
+    which Keras can only rebuild in a Python that imported ``trainkit.models`` first: neither
+    ``mlflow.keras.load_model`` nor ``mlflow.pyfunc.load_model`` imports anything of ours. The
+    SavedModel holds the traced graph and the weights, so both load it in any Python with
+    TensorFlow, without trainkit, and predict exactly as the model did.
+
+    Two fixes to MLflow 3.17's ``mlflow.keras.save_model``: it writes the input example before
+    it creates the model directory (FileNotFoundError on Keras 3), and its exporter prints the
+    endpoint listing to stdout (from a background thread, into the job's output).
+    """
 
     __name__ = "mlflow.keras"
 
     @staticmethod
     def save_model(path: str, **kwargs: Any) -> Any:
         import mlflow.keras
+        import mlflow.keras.save as keras_save
 
+        kwargs.pop("validate_serving_input", None)
         os.makedirs(path, exist_ok=True)
-        return mlflow.keras.save_model(path=path, **kwargs)
+        with _QUIET_EXPORT:
+            original = keras_save._export_keras_model
+            keras_save._export_keras_model = _export_quietly
+            try:
+                return mlflow.keras.save_model(path=path, save_exported_model=True, **kwargs)
+            finally:
+                keras_save._export_keras_model = original
 
 
-def _pip_requirements() -> list[str]:
+_QUIET_EXPORT = threading.Lock()
+
+
+def _export_quietly(model: Any, path: str, signature: Any) -> None:
+    """``mlflow.keras.save._export_keras_model`` without the listing it prints."""
+    import keras
+    import tensorflow as tf
+
+    specs = []
+    for schema in signature.inputs.to_dict():
+        shape = [None if size == -1 else size for size in schema["tensor-spec"]["shape"]]
+        specs.append(tf.TensorSpec(shape=shape, dtype=schema["tensor-spec"]["dtype"]))
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(name="serve", fn=model.call, input_signature=specs)
+    archive.write_out(path, verbose=False)
+
+
+@functools.cache
+def pip_requirements() -> tuple[str, ...]:
+    """What the logged model needs, computed once per process: MLflow's own inference loads
+    the model again in a subprocess to see what it imports (seconds per run)."""
     from importlib.metadata import PackageNotFoundError, version
 
     requirements = []
@@ -416,18 +544,19 @@ def _pip_requirements() -> list[str]:
             continue
     if any(r.startswith("tensorflow-cpu==") for r in requirements):
         requirements = [r for r in requirements if not r.startswith("tensorflow==")]
-    return requirements
+    return tuple(requirements)
 
 
-def log_keras_model(run: TrackedRun, model: Any, example: Any, step: int) -> str:
+def log_keras_model(run: TrackedRun, model: Any, example: Any, output: Any, step: int) -> str:
     """Log ``model`` with a signature and an input example; returns its ``models:/`` URI.
 
-    The logged model is created first with the run's experiment: left to itself, MLflow would
-    file it under the experiment of the (absent) active run, i.e. the Default one.
+    ``output`` is ``model.predict(example)``, computed by the caller on the training thread so
+    that this function may run in another thread. The logged model is created first with the
+    run's experiment: left to itself, MLflow would file it under the experiment of the (absent)
+    active run, i.e. the Default one.
     """
     from mlflow.models import Model, infer_signature
 
-    output = model.predict(example, verbose=0)
     signature = infer_signature(example, output)
     logged = run.client.create_logged_model(
         experiment_id=run.experiment_id, name="model", source_run_id=run.run_id
@@ -444,7 +573,9 @@ def log_keras_model(run: TrackedRun, model: Any, example: Any, step: int) -> str
             signature=signature,
             input_example=example,
             # Given, not inferred: inference re-loads the model in a subprocess (~8 s).
-            pip_requirements=_pip_requirements(),
+            pip_requirements=list(pip_requirements()),
+            # Validation loads the model once more to predict the example: we know it does.
+            validate_serving_input=False,
             step=step,
         )
     return f"models:/{logged.model_id}"
