@@ -99,7 +99,7 @@ def start_job(
     return Started(process, log, time.monotonic())
 
 
-def run_job(cwd: Path, overrides: list[str], timeout: float = 240, **kwargs: Any):
+def run_job(cwd: Path, overrides: list[str], timeout: float = 600, **kwargs: Any):
     code, out, seconds = start_job(cwd, overrides, **kwargs).wait(timeout)
     assert code == 0, out[-4000:]
     return out, seconds
