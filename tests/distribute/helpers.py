@@ -132,6 +132,12 @@ def read_weights(path: Path) -> list[Any]:
 
 
 def backup_weights(folder: Path) -> list[Any]:
-    """The weights of the state a ``Backup`` folder holds."""
+    """The variables of the state a ``Backup`` folder holds (``.npz``, or ``.weights.h5``)."""
     meta = json.loads((folder / "latest.json").read_text())
-    return read_weights(folder / meta["weights"])
+    path = folder / meta["weights"]
+    if path.suffix == ".npz":
+        import numpy as np
+
+        with np.load(path) as arrays:
+            return sorted((name, arrays[name]) for name in arrays.files)
+    return read_weights(path)
