@@ -386,15 +386,22 @@ def mlflow_pages(base: str, run: Run) -> dict[str, tuple[str, list[str]]]:
 
 def tensorboard_pages(base: str) -> dict[str, tuple[str, list[str]]]:
     return {
-        "tensorboard_scalars": (f"{base}/#timeseries", ["epoch_loss", "epoch_accuracy"]),
+        "tensorboard_scalars": (
+            f"{base}/#scalars&tagFilter=epoch_",
+            ["epoch_loss", "epoch_accuracy"],
+        ),
         "tensorboard_images": (f"{base}/#images", ["augmented_samples"]),
         "tensorboard_hparams": (f"{base}/#hparams", ["trainer.epochs", "model.name"]),
     }
 
 
-def take(browser: Browser, pages: dict[str, tuple[str, list[str]]], out: Path) -> list[Path]:
+def take(
+    browser: Browser, pages: dict[str, tuple[str, list[str]]], out: Path, only: list[str]
+) -> list[Path]:
     taken = []
     for name, (url, needles) in pages.items():
+        if only and name not in only:
+            continue
         browser.open(url)
         browser.wait_for_text(*needles, timeout=90)
         taken.append(browser.screenshot(out / f"{name}.png"))
@@ -402,7 +409,8 @@ def take(browser: Browser, pages: dict[str, tuple[str, list[str]]], out: Path) -
     return taken
 
 
-def main() -> None:
+def main(only: list[str]) -> None:
+    """Take every picture, or only those named (``python docs/screenshots.py mlflow_runs``)."""
     with tempfile.TemporaryDirectory(prefix="trainkit-screenshots-") as scratch:
         workdir = Path(scratch)
         print("training a small job ...", flush=True)
@@ -414,12 +422,12 @@ def main() -> None:
             board.wait()
             with browser(workdir / "chromium") as chromium:
                 chromium.before_each_page(MLFLOW_FIRST_VISIT)
-                take(chromium, mlflow_pages(ui.url, run), IMAGES)
-                take(chromium, tensorboard_pages(board.url), IMAGES)
+                take(chromium, mlflow_pages(ui.url, run), IMAGES, only)
+                take(chromium, tensorboard_pages(board.url), IMAGES, only)
         finally:
             ui.stop()
             board.stop()
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

@@ -126,4 +126,4 @@ def test_validate_names_every_bad_key_at_once(compose_cfg):
 def test_every_shipped_overlay_is_valid(compose_cfg, option):
     from trainkit.config.schema import validate
 
-    validate(compose_cfg([f"+experiment={option}"]))
+    validate(compose_cfg([f"experiment={option}"]))

@@ -229,7 +229,8 @@ CASES = [
     case(
         "callbacks.early_stopping.patience=abc",
         "callbacks.early_stopping.patience",
-        "callbacks.early_stopping.patience='abc' is not a whole number",
+        "callbacks.early_stopping.patience=abc: callbacks.early_stopping.patience expects a "
+        "whole number",
         slow=True,
     ),
     case(
