@@ -72,10 +72,12 @@ class Started:
         """(exit status, output, wall seconds); the process is killed after ``timeout``."""
         try:
             code = self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
+        except BaseException:  # our timeout, pytest-timeout's, Ctrl-C: never leave it running
             self.process.kill()
             self.process.wait(10)
             code = -9
+            if not isinstance(sys.exc_info()[1], subprocess.TimeoutExpired):
+                raise
         return code, self.log.read_text(errors="replace"), time.monotonic() - self.started
 
 
@@ -97,7 +99,7 @@ def start_job(
     return Started(process, log, time.monotonic())
 
 
-def run_job(cwd: Path, overrides: list[str], timeout: float = 120, **kwargs: Any):
+def run_job(cwd: Path, overrides: list[str], timeout: float = 600, **kwargs: Any):
     code, out, seconds = start_job(cwd, overrides, **kwargs).wait(timeout)
     assert code == 0, out[-4000:]
     return out, seconds
@@ -130,6 +132,12 @@ def read_weights(path: Path) -> list[Any]:
 
 
 def backup_weights(folder: Path) -> list[Any]:
-    """The weights of the state a ``Backup`` folder holds."""
+    """The variables of the state a ``Backup`` folder holds (``.npz``, or ``.weights.h5``)."""
     meta = json.loads((folder / "latest.json").read_text())
-    return read_weights(folder / meta["weights"])
+    path = folder / meta["weights"]
+    if path.suffix == ".npz":
+        import numpy as np
+
+        with np.load(path) as arrays:
+            return sorted((name, arrays[name]) for name in arrays.files)
+    return read_weights(path)

@@ -20,7 +20,8 @@ from tests.distribute.helpers import (
     tf_config,
 )
 
-pytestmark = pytest.mark.slow
+# Subprocess jobs with their own kill timeouts; on a loaded machine they take minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 PROBE = Path(__file__).with_name("keras_patch_probe.py")
 

@@ -14,7 +14,8 @@ import requests
 from tests.distribute.helpers import TINY, free_ports, run_job
 from tests.distribute.postgres import Postgres
 
-pytestmark = [pytest.mark.slow, pytest.mark.server]
+# Subprocess jobs with their own kill timeouts; on a loaded machine they take minutes.
+pytestmark = [pytest.mark.slow, pytest.mark.server, pytest.mark.timeout(900)]
 
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
 

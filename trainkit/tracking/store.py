@@ -142,16 +142,16 @@ def _read_id(path: Path) -> str | None:
     return text or None
 
 
-def _create_sqlite_tables_once(client: MlflowClient, uri: str) -> None:
-    """Make the store's tables exist, one process at a time for a SQLite file.
+def open_client(uri: str) -> MlflowClient:
+    """``MlflowClient(uri)``, one process at a time for a SQLite file.
 
     The jobs of a parallel sweep (joblib, submitit) open a new SQLite store at the same moment,
-    and MLflow's schema creation is not safe against itself (``table _alembic_tmp_... already
-    exists``): a lock file beside the database lets the first create the tables, the others
-    then find them.
+    and MLflow's schema creation, run when the client is built, is not safe against itself
+    (``duplicate column name``, ``table _alembic_tmp_... already exists``): a lock file beside
+    the database lets the first create the tables, the others then find them.
     """
     if not uri.startswith("sqlite:///"):
-        return
+        return MlflowClient(uri)
     import fcntl
 
     database = Path(uri.removeprefix("sqlite:///")).expanduser()
@@ -159,9 +159,11 @@ def _create_sqlite_tables_once(client: MlflowClient, uri: str) -> None:
     with open(f"{database}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            client.search_experiments(max_results=1)  # creates or migrates the tables
+            client = MlflowClient(uri)
+            client.search_experiments(max_results=1)  # the tables exist once this returns
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+    return client
 
 
 class TrackedRun:
@@ -169,7 +171,7 @@ class TrackedRun:
 
     def __init__(self, spec: RunSpec) -> None:
         self.spec = spec
-        self.client = MlflowClient(spec.uri)
+        self.client = open_client(spec.uri)
         self.run_id: str | None = None
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
@@ -198,7 +200,6 @@ class TrackedRun:
         with self._lock:
             if self.run_id is not None:
                 return self.run_id
-            _create_sqlite_tables_once(self.client, self.spec.uri)
             self.experiment_id = self._experiment_id()
             previous = _read_id(self.run_id_file) if self.run_id_file else None
             resumed = bool(previous) and self._resume(previous)
