@@ -10,10 +10,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from callbacks.base import TrainkitCallback
+from callbacks.base import TrainkitCallback, metric_direction
 
 MODES = ("auto", "min", "max")
-_HIGHER_IS_BETTER = ("acc", "auc", "precision", "recall", "f1", "iou", "top_k")
 
 
 class Checkpoint(TrainkitCallback):
@@ -35,19 +34,19 @@ class Checkpoint(TrainkitCallback):
     Where the best model is: the attributes ``best_model_path`` (str, or None before the first
     monitored epoch), ``best_model_score``, ``best_k_models`` (path -> score),
     ``last_model_path``. Nothing non-numeric goes into the logs. Another callback (the
-    tracking one) finds this instance in ``context.extras["callbacks"]`` with
-    ``isinstance(cb, Checkpoint)`` and reads ``best_model_path`` at ``on_train_end`` or
-    ``on_job_end``.
+    tracking one) finds it with ``context.find(BestCheckpoint)`` and reads ``best_model_path``
+    at ``on_train_end`` or ``on_job_end``.
 
-    ``mode="auto"``: ``max`` when the monitor's name contains ``acc``, ``auc``, ``precision``,
-    ``recall``, ``f1``, ``iou`` or ``top_k``, else ``min``; give the mode for anything else.
-    Non-finite values never count as best. Put it after ``EarlyStopping`` and the loggers.
+    ``mode="auto"``: the metric's own direction, then its name, as every trainkit callback
+    decides it (:func:`callbacks.base.metric_direction`: ``val_mae`` is ``min``,
+    ``val_accuracy`` ``max``); a name it cannot tell raises and asks for ``mode``. Non-finite
+    values never count as best. Put it after ``EarlyStopping`` and the loggers.
 
-    Cost: a batch hook compares two integers; the save itself (every N steps) writes the file
-    in the training thread.
+    Cost: a batch hook asks the stack's clock whether a step checkpoint is due; the save
+    itself (every N steps) writes the file in the training thread.
 
-    Hooks: ``on_train_begin``, ``on_epoch_begin``, ``on_train_batch_end`` (work only with
-    ``every_n_steps``), ``on_epoch_end``.
+    Hooks: ``on_train_begin``, ``on_train_batch_end`` (work only with ``every_n_steps``),
+    ``on_epoch_end``.
 
     Args:
         monitor: the epoch-log key ranking the best checkpoints.
@@ -69,6 +68,8 @@ class Checkpoint(TrainkitCallback):
     """
 
     chief_only = True  # multi-worker: only the chief writes (trainkit.stack.Stack)
+
+    uses_clock = True  # step checkpoints are due by the stack's clock
 
     def __init__(
         self,
@@ -94,6 +95,7 @@ class Checkpoint(TrainkitCallback):
         self.keep_step_checkpoints = keep_step_checkpoints
         self.dirname = dirname
         self.verbose = verbose
+        self._direction: str | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -103,41 +105,25 @@ class Checkpoint(TrainkitCallback):
         self.last_model_path: str | None = None
         self.step_model_paths: list[str] = []
         self._warned_missing = False
-        self._next_step_save = self.every_n_steps or 0
 
     @property
     def directory(self) -> Path:
         return self.run_dir / self.dirname
 
     def _higher_is_better(self) -> bool:
-        if self.mode != "auto":
-            return self.mode == "max"
-        name = self.monitor.removeprefix("val_").lower()
-        return any(token in name for token in _HIGHER_IS_BETTER)
+        if self._direction is None:  # the metric's own direction, then its name
+            self._direction = metric_direction(self.monitor, self.model, self.mode)
+        return self._direction == "max"
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._reset()
+        self._direction = None
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._steps = self.params.get("steps")
-        self._global_step = 0
-
-    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._epoch_offset = epoch * self._steps if self._steps else self._global_step
-        if self.every_n_steps and self._next_step_save <= self._epoch_offset:
-            # A resumed or initial_epoch run: the next save is the next multiple of N.
-            n = self.every_n_steps
-            self._next_step_save = (self._epoch_offset // n + 1) * n
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        if not self.every_n_steps:
+        if not self.clock.due(self.every_n_steps):
             return
-        done = batch + 1 if self._steps is None else min(batch + 1, self._steps)
-        self._global_step = self._epoch_offset + done
-        if self._global_step < self._next_step_save:
-            return
-        n = self.every_n_steps
-        self._next_step_save = (self._global_step // n + 1) * n
-        path = self._save(f"step={self._global_step:08d}.keras")
+        path = self._save(f"step={self.clock.step:08d}.keras")
         self.step_model_paths.append(str(path))
         keep = self.keep_step_checkpoints
         while keep is not None and len(self.step_model_paths) > max(int(keep), 0):

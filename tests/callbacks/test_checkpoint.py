@@ -70,3 +70,31 @@ def test_max_mode_and_top_k_of_all(tmp_path):
     assert len(list((tmp_path / "checkpoints").glob("epoch=*.keras"))) == 3
     assert checkpoint.best_model_path.endswith("epoch=002-val_accuracy=0.7000.keras")
     assert not (tmp_path / "checkpoints" / "last.keras").exists()
+
+
+def test_val_mae_keeps_the_lowest_as_the_job_does(tmp_path):
+    """One direction rule: the checkpoint's best is the value the job hands a sweeper."""
+    from trainkit.job import monitored_value
+
+    x, y = regression_data(16)
+    checkpoint = Checkpoint(monitor="val_mae", save_top_k=1, save_last=False)
+    checkpoint.set_context(RunContext(run_dir=tmp_path))
+    scores = [0.5, 0.2, 0.4]
+    model = make_model()
+    history = model.fit(
+        x, y, epochs=3, verbose=0, callbacks=[Script("val_mae", scores), checkpoint]
+    ).history
+    assert checkpoint.best_model_score == 0.2
+    assert monitored_value(history, {}, "val_mae", model) == 0.2
+
+
+def test_step_files_follow_the_clock_under_steps_per_execution(tmp_path):
+    x, y = regression_data(40)  # 5 steps an epoch; executions of 2 steps: 2, 4, 5 | 7, 9, 10
+    checkpoint = Checkpoint(save_top_k=0, save_last=False, every_n_steps=3)
+    checkpoint.set_context(RunContext(run_dir=tmp_path))
+    make_model(steps_per_execution=2).fit(
+        x, y, batch_size=8, epochs=2, verbose=0, callbacks=[checkpoint]
+    )
+    names = sorted(p.name for p in (tmp_path / "checkpoints").glob("step=*.keras"))
+    # multiples of 3 crossed at steps 4 (3), 7 (6) and 9 (9): one file per crossing
+    assert names == ["step=00000004.keras", "step=00000007.keras", "step=00000009.keras"]
