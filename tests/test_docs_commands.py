@@ -356,12 +356,9 @@ CASES: dict[str, Case] = {
         ),
         check=_check_profile,
     ),
-    "python benchmarks/callback_overhead.py --paired --rounds 4 --only "
-    "full,anchor,mlflow,tensorboard": Case(
-        "benchmark-paired-4", append=("--rounds", "1", "--steps", "3", "--only", "none")
-    ),
-    "python benchmarks/callback_overhead.py --paired --rounds 8 --only full,anchor": Case(
-        "benchmark-paired-8", append=("--rounds", "1", "--steps", "3", "--only", "none")
+    "python benchmarks/callback_overhead.py --model mlp --rounds 5": Case(
+        "benchmark-overhead",
+        append=("--rounds", "1", "--steps", "3", "--only", "timing", "--spe", "1"),
     ),
     f"{MLFLOW_UI} --port 5001": Case("mlflow-ui-port", kind="serve", lane="base", path="/health"),
     "python -m trainkit.tracking.replay outputs/<date>/<time>": Case(
