@@ -188,7 +188,11 @@ def _check_sweep(outcome: Outcome) -> None:
 def _check_predict(outcome: Outcome) -> None:
     (csv,) = outcome.cwd.glob("outputs/*/*/predictions.csv")
     rows = csv.read_text().splitlines()
-    assert len(rows) == 1 + 3, rows  # a header and the 3 images of photos/
+    # a header, then the top 5 classes of each of the 3 images of photos/, one row per rank
+    assert rows[0] == "image,rank,class_index,class_name,probability", rows[:2]
+    ranks = sorted((r.split(",")[0], r.split(",")[1]) for r in rows[1:])
+    images = sorted({image for image, _ in ranks})
+    assert len(images) == 3 and ranks == [(i, str(k)) for i in images for k in range(1, 6)]
 
 
 def _check_profile(outcome: Outcome) -> None:
