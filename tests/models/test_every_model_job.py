@@ -15,6 +15,9 @@ from tests.conftest import compose_config
 from trainkit import job
 from trainkit.models import available_models, get_spec
 
+# one job epoch of each of the 14 models: 2-140 s each: not in the fast subset.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("name", available_models())
 def test_one_epoch_job_runs_for_every_model(tmp_path, name):

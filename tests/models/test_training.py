@@ -27,6 +27,10 @@ def compile_eagerly(model: keras.Model) -> None:
     )
 
 
+# a training step of each model in each precision: up to 25 s each: not in the fast subset.
+pytestmark = pytest.mark.slow
+
+
 @pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("name", available_models())
 def test_one_training_step_at_the_minimum_size(name, policy):
