@@ -216,6 +216,7 @@ class TrainkitCallback(keras.callbacks.Callback):
         self.context: RunContext | None = None
         self._clock: StepClock | None = None
         self._own_clock = False
+        self.in_stack = False  # set by the stack (set_clock); a plain model.fit leaves it False
 
     # -- the job's additions -----------------------------------------------------------------
 
@@ -223,10 +224,12 @@ class TrainkitCallback(keras.callbacks.Callback):
         self.context = context
 
     def set_clock(self, clock: StepClock) -> None:
-        """Called by the stack: read this clock instead of ticking one of our own."""
+        """Called by the stack: read this clock instead of ticking one of our own. From then
+        on ``in_stack`` is True: the stack calls ``after_stack`` on the loggers."""
         if self._own_clock:
             self._unwrap_own_clock()
         self._clock = clock
+        self.in_stack = True
 
     @property
     def clock(self) -> StepClock:

@@ -51,7 +51,6 @@ from typing import IO, Any
 import numpy as np
 
 from callbacks.base import KERAS_HOOKS, TrainkitCallback
-from trainkit.context import RunContext
 from trainkit.tracking.flatten import REDACTED, is_secret_key, redact_uri
 
 logger = logging.getLogger("trainkit.hooks")
@@ -112,12 +111,7 @@ class HookLogger(TrainkitCallback):
         self._in_fit = False
         self._test_phase = "test"
         self._begin_batch = 0
-        self._stacked = False  # log-carrying hooks written in after_stack (in a Stack)
         self._pending: tuple[str, str, int | None, Any, dict[str, Any]] | None = None
-
-    def set_context(self, context: RunContext) -> None:
-        super().set_context(context)
-        self._stacked = any(cb is self for cb in context.callbacks)
 
     @property
     def path(self) -> Path:
@@ -128,7 +122,7 @@ class HookLogger(TrainkitCallback):
         self, hook: str, phase: str, batch: int | None = None, logs=None, **extra
     ) -> None:
         """In a stack, hold the event until after_stack hands the final logs; else write it."""
-        if not self._stacked:
+        if not self.in_stack:
             self._emit(hook, phase, batch, logs, **extra)
             return
         self._write_pending()  # the previous one's after_stack never came: write it as it was

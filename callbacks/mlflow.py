@@ -52,7 +52,7 @@ import keras
 import numpy as np
 
 from callbacks.base import TrainkitCallback
-from trainkit.context import BestCheckpoint, JobStatus, RunContext, StopsTraining
+from trainkit.context import BestCheckpoint, JobStatus, StopsTraining
 from trainkit.tracking import plots
 from trainkit.tracking.evaluation import confusion_on_test_split
 from trainkit.tracking.flatten import (
@@ -139,7 +139,6 @@ class MLflowLogger(TrainkitCallback):
         self._model_args: tuple[np.ndarray, np.ndarray, int] | None = None
         self._checkpoint_is_model = False
         self._confusion_logged = False
-        self._stacked = False  # recorded in after_stack (in a Stack) or in the hooks
         self._pending_batch: tuple[int, dict[str, Any]] | None = None
         self._pending_epoch: tuple[int, int, dict[str, Any]] | None = None
         # steps: the stack's clock, shifted after a resumed run's last step
@@ -165,12 +164,6 @@ class MLflowLogger(TrainkitCallback):
     def set_params(self, params: dict[str, Any]) -> None:
         # evaluate() and predict() call this again with their own steps: fit's are kept apart.
         super().set_params(params)
-
-    def set_context(self, context: RunContext) -> None:
-        super().set_context(context)
-        # The stack sets ctx.callbacks before handing the context out: if we are in it, the
-        # stack calls after_stack once every callback has run a hook.
-        self._stacked = any(cb is self for cb in context.callbacks)
 
     @property
     def _step(self) -> int:
@@ -324,7 +317,7 @@ class MLflowLogger(TrainkitCallback):
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         # Hot path: no I/O, no locks; the writer thread does the rest.
-        if self._stacked:
+        if self.in_stack:
             # Keep the step and a reference to the logs: callbacks after us may still add keys
             # to this dict; after_stack records it (or on_job_end, if a callback raised).
             self._pending_batch = (self._step, logs)
@@ -396,7 +389,7 @@ class MLflowLogger(TrainkitCallback):
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         # The clock stands at the epoch's last step (or where a stopped epoch stopped).
-        if self._stacked:
+        if self.in_stack:
             self._pending_epoch = (epoch, self._step, logs or {})
             return
         self._record_epoch(epoch, self._step, logs)
@@ -422,7 +415,7 @@ class MLflowLogger(TrainkitCallback):
         append(("epoch", float(epoch), step, ms))
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        if not self._stacked:  # in a stack: after_stack, once every on_train_end has run
+        if not self.in_stack:  # in a stack: after_stack, once every on_train_end has run
             self._end_of_training()
 
     def _end_of_training(self) -> None:
@@ -592,7 +585,7 @@ class MLflowLogger(TrainkitCallback):
         pass  # running means: the final ones arrive in on_test_end
 
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
-        if not self._stacked:  # in a stack: after_stack, once every callback has run
+        if not self.in_stack:  # in a stack: after_stack, once every callback has run
             self._record_test(logs)
 
     def _record_test(self, logs: dict[str, Any] | None) -> None:

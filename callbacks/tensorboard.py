@@ -44,7 +44,7 @@ import keras
 import numpy as np
 
 from callbacks.base import TrainkitCallback
-from trainkit.context import JobStatus, RunContext
+from trainkit.context import JobStatus
 from trainkit.tracking import plots
 from trainkit.tracking.evaluation import confusion_on_test_split
 from trainkit.tracking.events import ScalarWriter, is_number, write_histogram
@@ -101,7 +101,6 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
         self._scalar_writers: dict[str, ScalarWriter] = {}
         self._in_fit = False
         self._closed = False
-        self._stacked = False  # epoch and test scalars written in after_stack (in a Stack)
         self._pending_epoch: tuple[int, dict[str, Any]] | None = None
         self._hparams_metrics_written = False
         self._session_started = False
@@ -125,10 +124,6 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
             return
         self.log_dir = str(self.root())
         super().set_model(model)
-
-    def set_context(self, context: RunContext) -> None:
-        super().set_context(context)
-        self._stacked = any(cb is self for cb in context.callbacks)
 
     @property
     def _final_step(self) -> int:
@@ -212,7 +207,7 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
             self._train_writer.flush()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        if self._stacked:  # in a stack: after_stack, once every callback has run
+        if self.in_stack:  # in a stack: after_stack, once every callback has run
             self._pending_epoch = (epoch, logs or {})
             return
         self._record_epoch(epoch, logs)
@@ -268,7 +263,7 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
         self._scalars(".").write_summary(config)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        if not self._stacked:  # in a stack: after_stack, once every on_train_end has run
+        if not self.in_stack:  # in a stack: after_stack, once every on_train_end has run
             self._end_of_training()
 
     def _end_of_training(self) -> None:
@@ -301,7 +296,7 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
         pass
 
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
-        if not self._stacked:  # in a stack: after_stack, once every callback has run
+        if not self.in_stack:  # in a stack: after_stack, once every callback has run
             self._record_test(logs)
 
     def _record_test(self, logs: dict[str, Any] | None) -> None:
