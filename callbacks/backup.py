@@ -281,7 +281,7 @@ class Backup(TrainkitCallback):
             self._save_pending()
         elif clock.due(self.save_every_n_steps) and not (self._steps and done >= self._steps):
             self._pending_save = (self._epoch, done)  # (an epoch's last step: epoch end saves)
-        if not self._in_stack():
+        if not self.in_stack:
             self._save_pending()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -289,7 +289,7 @@ class Backup(TrainkitCallback):
         if last_epoch or self.model.stop_training or self._interrupted:
             return  # on_train_end, which comes next, saves the final state
         self._pending_save = (epoch + 1, 0)
-        if not self._in_stack():
+        if not self.in_stack:
             self._save_pending()
 
     def after_stack(self, hook: str, index: int | None, logs: dict[str, Any]) -> None:
@@ -299,9 +299,6 @@ class Backup(TrainkitCallback):
         so the rerun's history continues without a gap."""
         if hook in ("on_train_batch_end", "on_epoch_end"):
             self._save_pending()
-
-    def _in_stack(self) -> bool:
-        return self.context is not None and any(cb is self for cb in self.context.callbacks)
 
     def _save_pending(self) -> None:
         pending, self._pending_save = self._pending_save, None
