@@ -17,7 +17,7 @@ import numpy as np
 
 from callbacks.base import TrainkitCallback
 from trainkit import signals
-from trainkit.context import JobStatus
+from trainkit.context import BuffersTracking, JobStatus
 
 FORMAT_VERSION = 2
 
@@ -304,10 +304,8 @@ class Backup(TrainkitCallback):
         pending, self._pending_save = self._pending_save, None
         if pending is None:
             return
-        for callback in self.context.callbacks if self.context is not None else []:
-            writer = getattr(callback, "writer", None)
-            if writer is not None and callable(getattr(writer, "flush", None)):
-                writer.flush(timeout=10.0)
+        for tracker in self.context.find_all(BuffersTracking) if self.context is not None else []:
+            tracker.flush_tracking(timeout=10.0)
         self.save(*pending)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:

@@ -324,6 +324,10 @@ class MLflowLogger(TrainkitCallback):
             return
         self._record_batch(self._step, logs)
 
+    def flush_tracking(self, timeout: float) -> bool:
+        """Send the buffered points now (``trainkit.context.BuffersTracking``)."""
+        return self.writer.flush(timeout=timeout) if self.writer is not None else True
+
     def after_stack(self, hook: str, index: int | None, logs: dict[str, Any]) -> None:
         """Record what the whole stack left in the logs (called by the :class:`Stack`)."""
         if hook == "on_train_batch_end":

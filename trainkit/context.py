@@ -188,6 +188,17 @@ class LogsObserver(Protocol):
 
 
 @runtime_checkable
+class BuffersTracking(Protocol):
+    """A callback that holds tracking points in memory for a background writer.
+
+    ``flush_tracking(timeout)`` sends what it holds and returns whether the store took it: a
+    backup calls it before committing, so a job killed after the commit lost no point.
+    """
+
+    def flush_tracking(self, timeout: float) -> bool: ...
+
+
+@runtime_checkable
 class BestCheckpoint(Protocol):
     """A callback that keeps the best model on disk (``callbacks.checkpoint``)."""
 
