@@ -1,6 +1,6 @@
 """A long run with every callback: does anything grow that should not?
 
-    python benchmarks/soak.py [--steps 20000] [--epochs 20]
+    python benchmarks/soak.py [--steps 20000] [--epochs 20] [--hook-log-max-mb 4]
 
 Trains the fast-step MLP of ``callback_overhead.py`` (Dense 64 -> 128 -> 10, batch 64) for
 ``--steps`` steps with the ``full`` stack as Hydra composes it (MLflow to a temporary SQLite
@@ -8,7 +8,10 @@ store and TensorBoard both logging every step, the hook log, checkpoints, backup
 job's wiring. At every epoch end it samples the process's resident memory, its open files and
 the size of the run directory's ``events.jsonl``; the table shows the first and last samples
 and the growth. Targets (issue 9): resident memory grows less than 50 MB after the first epoch,
-open files stay flat, ``events.jsonl`` stays bounded (the hook logger's cap).
+open files stay flat, ``events.jsonl`` stays bounded: the hook logger rotates it past
+``max_bytes`` (64 MiB by default, ``keep`` 2 rotated files), so all its files together stay
+under ``(keep + 1) * max_bytes``. 20,000 steps write about 14 MB, under the default size:
+``--hook-log-max-mb`` sets a smaller one so that the soak rotates and shows the bound holding.
 """
 
 from __future__ import annotations
@@ -71,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=20_000)
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument(
+        "--hook-log-max-mb", type=float, default=None, help="the hook logger's max_bytes, in MB"
+    )
     args = parser.parse_args(argv)
     for name in ("mlflow", "alembic", "tensorflow", "absl", "trainkit", "hydra"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -83,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         train, val = datasets("mlp")
         sampler = Sampler(run_dir)
         entries = compose_full() or {}
+        hook_log = entries.get("hook_logger")
+        if isinstance(hook_log, dict) and args.hook_log_max_mb:
+            hook_log["max_bytes"] = int(args.hook_log_max_mb * 2**20)
+        bound = _hook_log_bound(hook_log if isinstance(hook_log, dict) else {})
         stack = build_stack(
             [*instantiate_callbacks(entries), sampler], bench_context(run_dir), model
         )
@@ -138,8 +148,30 @@ def main(argv: list[str] | None = None) -> int:
         f"{last['events_mb'] - first['events_mb']:+.1f}",
         f"{last['events_all_mb'] - first['events_all_mb']:+.1f}",
     )
-    Console(width=140).print(table)
+    console = Console(width=140)
+    console.print(table)
+    rss = last["rss_mb"] - first["rss_mb"]
+    files = last["open_files"] - first["open_files"]
+    console.print(
+        f"targets: RSS growth {rss:+.0f} MB (< 50: {'met' if rss < 50 else 'NOT met'}); "
+        f"open files {files:+d} (flat: {'met' if files <= 0 else 'NOT met'}); hook logs "
+        f"{last['events_all_mb']:.1f} MB, bound {bound}"
+    )
     return 0
+
+
+def _hook_log_bound(entry: dict[str, Any]) -> str:
+    """What the hook logger's options allow on disk: (keep + 1) x max_bytes."""
+    import inspect
+
+    from callbacks.hook_logger import HookLogger
+
+    defaults = {name: p.default for name, p in inspect.signature(HookLogger).parameters.items()}
+    max_bytes = entry.get("max_bytes", defaults["max_bytes"])
+    keep = int(entry.get("keep", defaults["keep"]))
+    if not max_bytes:
+        return "none (rotation off)"
+    return f"{(keep + 1) * max_bytes / 2**20:.1f} MB ((keep {keep} + 1) x {max_bytes / 2**20:.1f})"
 
 
 if __name__ == "__main__":
