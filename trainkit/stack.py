@@ -11,6 +11,13 @@ record them (:class:`~trainkit.context.LogsObserver`), so a key written by the l
 reaches the loggers placed before it (``on_train_end`` too: the model is final only after every
 callback's ``on_train_end``). Keras sets no params on a ``CallbackList`` it is given:
 call :meth:`Stack.for_fit`, :meth:`Stack.for_evaluate` or :meth:`Stack.for_predict` first.
+
+Batch hooks are the hot path (a GPU step of a small model takes about a millisecond): the stack
+calls only the batch hooks a callback overrides, not Keras's no-op defaults; when the hook
+profiler is in the stack, the stack's loop times them itself (one clock read a call). Keras's
+async dispatch of batch-end hooks (when every callback is ``async_safe``) is kept where a GPU
+or TPU is visible, with one worker thread so hooks run in step order; on a CPU the hooks run
+inline, which costs less than handing them to a thread (measured in ``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
@@ -207,6 +214,13 @@ class Stack(keras.callbacks.CallbackList):
             model=model,
         )
         self._bind_batch_hooks()
+        if not _on_accelerator():
+            # Keras hands batch-end hooks to a thread when every callback allows it, so that a
+            # GPU step's logs are turned into floats off the training thread. On a CPU the step
+            # is done when train_function returns: submitting to the thread costs more (about
+            # 70 us a step on this machine, against 56 us for the whole dispatch done inline)
+            # and the worker then competes for the GIL. So: inline on CPUs.
+            self._async_train = self._async_test = self._async_predict = False
 
     @property
     def shows_progress(self) -> bool:
@@ -406,6 +420,16 @@ _BATCH_HOOKS = (
     "on_predict_batch_begin",
     "on_predict_batch_end",
 )
+
+
+def _on_accelerator() -> bool:
+    """Whether TensorFlow sees a GPU (or TPU): then Keras's async batch dispatch pays off."""
+    try:
+        import tensorflow as tf
+
+        return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+    except Exception:  # noqa: BLE001 - another backend, or no TensorFlow: keep Keras's choice
+        return True
 
 
 def _run(hooks: Any, batch: int, logs: dict[str, Any]) -> None:
