@@ -289,27 +289,27 @@ class Stack(keras.callbacks.CallbackList):
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         hooks = self._batch_hooks["on_train_batch_begin"]
         if hooks:
-            _run(hooks, batch, pythonify_logs(logs) if logs else {})
+            _run(hooks, batch, _pythonify(logs))
 
     def on_test_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         hooks = self._batch_hooks["on_test_batch_begin"]
         if hooks:
-            _run(hooks, batch, pythonify_logs(logs) if logs else {})
+            _run(hooks, batch, _pythonify(logs))
 
     def on_predict_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         hooks = self._batch_hooks["on_predict_batch_begin"]
         if hooks:
-            _run(hooks, batch, pythonify_logs(logs) if logs else {})
+            _run(hooks, batch, _pythonify(logs))
 
     def _on_test_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         hooks = self._batch_hooks["on_test_batch_end"]
         if hooks:
-            _run(hooks, batch, pythonify_logs(logs))
+            _run(hooks, batch, _pythonify(logs))
 
     def _on_predict_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         hooks = self._batch_hooks["on_predict_batch_end"]
         if hooks:
-            _run(hooks, batch, pythonify_logs(logs))
+            _run(hooks, batch, _pythonify(logs))
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.clock.epoch_begin(epoch)
@@ -317,7 +317,7 @@ class Stack(keras.callbacks.CallbackList):
 
     def _on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self.clock.batch_end(batch)
-        logs = pythonify_logs(logs)
+        logs = _pythonify(logs)
         _run(self._batch_hooks["on_train_batch_end"], batch, logs)
         for after_stack in self._after_batch:
             after_stack("on_train_batch_end", batch, logs)
@@ -420,6 +420,22 @@ _BATCH_HOOKS = (
     "on_predict_batch_begin",
     "on_predict_batch_end",
 )
+
+
+def _pythonify(logs: Any) -> dict[str, Any]:
+    """Keras's ``pythonify_logs`` (keys sorted, values as Python floats), in half the time for
+    the usual batch logs (scalar tensors): ``float()`` on each value directly. Anything else
+    (a nested dict, an array of outputs, a string) goes to Keras's own function."""
+    if not logs:
+        return {}
+    out = {}
+    try:
+        for key in sorted(logs):
+            value = logs[key]
+            out[key] = value if type(value) is float else float(value)
+    except (TypeError, ValueError):
+        return pythonify_logs(logs)
+    return out
 
 
 def _on_accelerator() -> bool:
