@@ -113,7 +113,7 @@ class HookLogger(TrainkitCallback):
         path: str = "events.jsonl",
         hooks: list[str] | tuple[str, ...] | None = None,
         every_n_batches: int = 1,
-        max_bytes: int | None = 64 * 1024 * 1024,
+        max_bytes: int | None = 67_108_864,  # 64 MiB; a literal: config reads it without import
         keep: int = 2,
         block_size: int = 4096,
     ) -> None:

@@ -431,3 +431,14 @@ def test_signature_helpers_match_inspect_for_keras():
     # a class whose module re-exports it: read by importing it
     names = cbconf.signature("keras.callbacks.CSVLogger").names
     assert names == list(inspect.signature(keras.callbacks.CSVLogger).parameters)
+
+
+def test_every_entrys_options_are_read_without_importing_it():
+    """The override check before each run reads the callbacks' signatures from their source:
+    a default that is not a literal would import the callback, hence TensorFlow (seconds, and
+    its start-up chatter on the terminal) before any bad input is reported."""
+    assert sorted(cbconf.ENTRIES) == sorted(
+        p.stem for p in (ROOT / "conf" / "callbacks" / "entry").glob("*.yaml")
+    )
+    for target in cbconf.ENTRIES.values():
+        cbconf._source_signature(target)  # raises _NeedsImport for a non-literal default
