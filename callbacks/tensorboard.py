@@ -61,6 +61,25 @@ def _hparam_value(value: Any) -> bool | int | float | str:
     return str(value)
 
 
+def _tags(root: Path, folder: str) -> set[str]:
+    """The tags of the step-0 summaries in the event files of ``root/folder`` (none: an empty
+    set, read only on a rerun whose folder holds files)."""
+    files = sorted((root / folder).glob("events.out.tfevents.*"))
+    if not files:
+        return set()
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    tags: set[str] = set()
+    for path in files:
+        try:
+            for event in EventFileLoader(str(path)).Load():
+                if event.step == 0:
+                    tags.update(value.tag for value in event.summary.value)
+        except Exception as exc:  # noqa: BLE001 - a torn file of a killed process
+            log.debug("TensorBoard: cannot read %s: %s", path, exc)
+    return tags
+
+
 class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
     """See the module docstring.
 
@@ -105,6 +124,8 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
         self._hparams_metrics_written = False
         self._session_started = False
         self._confusion_written = False
+        # tags a previous process of this job wrote (a rerun appends to its log), by folder
+        self._written: dict[str, set[str]] | None = None
 
     uses_clock = True
 
@@ -123,7 +144,31 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
         if getattr(self, "_model", None) is model and self._writers:
             return
         self.log_dir = str(self.root())
+        if self._written is None:
+            # A rerun of an interrupted job (resumed from its backup) appends to the log the
+            # first process wrote: its once-a-job summaries (model summary, samples, HParams
+            # session and config) are not written twice.
+            self._written = {name: _tags(self.root(), name) for name in ("train", ".")}
+            root = self._written["."]
+            self._session_started = "_hparams_/session_start_info" in root
+            self._hparams_metrics_written = "_hparams_/experiment" in root
         super().set_model(model)
+
+    def _write_keras_model_summary(self) -> None:
+        if "keras" not in (self._written or {}).get("train", ()):
+            super()._write_keras_model_summary()
+
+    def flush_tracking(self, timeout: float) -> bool:
+        """Write the buffered ``batch_*`` scalars and flush every writer now
+        (``trainkit.context.BuffersTracking``): a backup calls it before committing, so a job
+        killed after the commit and resumed from it misses no step in its event files."""
+        rows, self._batch_rows = self._batch_rows, []
+        rows = [(step, row) for step, row in rows if row]
+        if rows:
+            self._scalars("train").write(rows, prefix="batch_")
+        for writer in [*self._writers.values(), *self._scalar_writers.values()]:
+            writer.flush()
+        return True
 
     @property
     def _final_step(self) -> int:
@@ -158,6 +203,8 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
     def _write_samples(self) -> None:
         images = self.context.sample_images if self.context is not None else None
         if not self.sample_images or images is None:
+            return
+        if "augmented_samples" in (self._written or {}).get("train", ()):
             return
         grid = plots.image_grid(np.asarray(images)[:32])
         with self._train_writer.as_default():

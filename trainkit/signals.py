@@ -74,8 +74,12 @@ class GracefulStop(keras.callbacks.Callback):
     """Raises :class:`Interrupted` at the first batch end after a signal, once every callback
     before it has seen that batch. The job puts it last in its stack.
 
-    Hooks: ``on_train_batch_end``, ``on_test_batch_end``, ``on_predict_batch_end``,
-    ``on_epoch_begin``.
+    A signal during validation or at an epoch's end stops there too (``on_test_begin``,
+    ``on_test_batch_end``, ``on_train_end``): ``callbacks.backup.Backup`` saves the state where
+    the job stopped when the job ends ``KILLED``.
+
+    Hooks: ``on_train_batch_end``, ``on_test_begin``, ``on_test_batch_end``,
+    ``on_predict_batch_end``, ``on_epoch_begin``, ``on_train_end``.
     """
 
     def _check(self, *args: Any, **kwargs: Any) -> None:
@@ -84,6 +88,8 @@ class GracefulStop(keras.callbacks.Callback):
             raise Interrupted(signum)
 
     on_train_batch_end = _check
+    on_test_begin = _check
     on_test_batch_end = _check
     on_predict_batch_end = _check
     on_epoch_begin = _check
+    on_train_end = _check  # a signal at the last epoch's end: no evaluation after it
