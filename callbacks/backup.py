@@ -403,6 +403,10 @@ class Backup(TrainkitCallback):
         position = self._where
         if position is None or position == self._saved:
             return
+        if signals.requested() is None or signals.forced():
+            # not a graceful stop: it may have struck between a step and its hooks, the
+            # weights past the position
+            return
         if self.context is not None and self.context.strategy == "multi_worker":
             # Reading the metrics is a collective there: one worker alone would wait for its
             # peers forever. The workers save together at their batch hooks instead.

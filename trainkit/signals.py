@@ -18,7 +18,7 @@ from typing import Any
 
 import keras
 
-_state: dict[str, Any] = {"signum": None, "model": None}
+_state: dict[str, Any] = {"signum": None, "model": None, "forced": False}
 
 
 class Interrupted(KeyboardInterrupt):
@@ -39,8 +39,15 @@ def requested() -> int | None:
     return _state["signum"]
 
 
+def forced() -> bool:
+    """Whether a second signal stopped the job at once, wherever it was (in the middle of a
+    step's hooks, say): what the model holds then is no position to resume from."""
+    return bool(_state["forced"])
+
+
 def _handle(signum: int, frame: Any) -> None:
     if _state["signum"] is not None:
+        _state["forced"] = True
         raise KeyboardInterrupt  # the second signal: stop now
     _state["signum"] = signum
     model = _state["model"]
@@ -51,7 +58,7 @@ def _handle(signum: int, frame: Any) -> None:
 @contextlib.contextmanager
 def installed(model: Any = None) -> Iterator[None]:
     """SIGINT and SIGTERM handled as graceful stops for the duration of the block."""
-    _state.update(signum=None, model=model)
+    _state.update(signum=None, model=model, forced=False)
     previous = {}
     try:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -67,7 +74,7 @@ def installed(model: Any = None) -> Iterator[None]:
 
 
 def reset() -> None:
-    _state.update(signum=None)
+    _state.update(signum=None, forced=False)
 
 
 class GracefulStop(keras.callbacks.Callback):
