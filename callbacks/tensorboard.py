@@ -61,23 +61,30 @@ def _hparam_value(value: Any) -> bool | int | float | str:
     return str(value)
 
 
-def _tags(root: Path, folder: str) -> set[str]:
-    """The tags of the step-0 summaries in the event files of ``root/folder`` (none: an empty
-    set, read only on a rerun whose folder holds files)."""
+def _previous_log(root: Path, folder: str) -> tuple[set[str], int, int]:
+    """What earlier processes of the job wrote in ``root/folder``: the tags of its step-0
+    summaries, its last ``batch_*`` step and its last epoch (-1: none). Read only on a rerun
+    whose folder holds event files."""
     files = sorted((root / folder).glob("events.out.tfevents.*"))
+    tags: set[str] = set()
+    last_step = last_epoch = -1
     if not files:
-        return set()
+        return tags, last_step, last_epoch
     from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
-    tags: set[str] = set()
     for path in files:
         try:
             for event in EventFileLoader(str(path)).Load():
-                if event.step == 0:
-                    tags.update(value.tag for value in event.summary.value)
+                for value in event.summary.value:
+                    if event.step == 0:
+                        tags.add(value.tag)
+                    if value.tag.startswith("batch_"):
+                        last_step = max(last_step, int(event.step))
+                    elif value.tag.startswith("epoch_"):
+                        last_epoch = max(last_epoch, int(event.step))
         except Exception as exc:  # noqa: BLE001 - a torn file of a killed process
             log.debug("TensorBoard: cannot read %s: %s", path, exc)
-    return tags
+    return tags, last_step, last_epoch
 
 
 class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
@@ -126,6 +133,9 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
         self._confusion_written = False
         # tags a previous process of this job wrote (a rerun appends to its log), by folder
         self._written: dict[str, set[str]] | None = None
+        # ... and the last batch step and epoch it wrote: a rerun that redoes them (resumed
+        # from a backup older than the log) does not write them twice
+        self._last_step = self._last_epoch = -1
 
     uses_clock = True
 
@@ -148,7 +158,8 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
             # A rerun of an interrupted job (resumed from its backup) appends to the log the
             # first process wrote: its once-a-job summaries (model summary, samples, HParams
             # session and config) are not written twice.
-            self._written = {name: _tags(self.root(), name) for name in ("train", ".")}
+            train, self._last_step, self._last_epoch = _previous_log(self.root(), "train")
+            self._written = {"train": train, ".": _previous_log(self.root(), ".")[0]}
             root = self._written["."]
             self._session_started = "_hparams_/session_start_info" in root
             self._hparams_metrics_written = "_hparams_/experiment" in root
@@ -163,7 +174,7 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
         (``trainkit.context.BuffersTracking``): a backup calls it before committing, so a job
         killed after the commit and resumed from it misses no step in its event files."""
         rows, self._batch_rows = self._batch_rows, []
-        rows = [(step, row) for step, row in rows if row]
+        rows = [(step, row) for step, row in rows if row and step > self._last_step]
         if rows:
             self._scalars("train").write(rows, prefix="batch_")
         for writer in [*self._writers.values(), *self._scalar_writers.values()]:
@@ -227,6 +238,8 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
         self._scalars(".").write_summary(hp.hparams_pb(values, trial_id=trial))
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if epoch == 0 and self.clock.step == 0:
+            self._last_step = self._last_epoch = -1  # training from scratch: nothing is redone
         super().on_epoch_begin(epoch, logs)
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
@@ -272,9 +285,11 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
 
     def _record_epoch(self, epoch: int, logs: dict[str, Any] | None) -> None:
         rows, self._batch_rows = self._batch_rows, []
-        rows = [(step, row) for step, row in rows if row]
+        rows = [(step, row) for step, row in rows if row and step > self._last_step]
         if rows:
             self._scalars("train").write(rows, prefix="batch_")
+        if epoch <= self._last_epoch:
+            return  # written by the process this rerun resumes
         numeric = {k: v for k, v in (logs or {}).items() if is_number(v)}
         super().on_epoch_end(epoch, numeric)
         if not self._hparams_metrics_written:
@@ -319,7 +334,7 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
             self._record_epoch(*self._pending_epoch)
             self._pending_epoch = None
         rows, self._batch_rows = self._batch_rows, []
-        rows = [(step, row) for step, row in rows if row]
+        rows = [(step, row) for step, row in rows if row and step > self._last_step]
         if rows:  # a fit stopped mid-epoch
             self._scalars("train").write(rows, prefix="batch_")
         if self._is_tracing:

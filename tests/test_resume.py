@@ -250,3 +250,21 @@ def test_resume_from_another_run_directory_continues_its_mlflow_run(killed, unin
     whole = uninterrupted.done()
     assert same_histories(elsewhere, whole, db) == runs[0].info.run_id
     same_weights(whole, elsewhere)
+
+
+@pytest.mark.slow
+def test_tensorboard_log_ahead_of_the_backup_gets_no_step_twice(killed, uninterrupted, tmp_path):
+    # A job killed after TensorBoard wrote an epoch and before the backup committed it leaves
+    # a log ahead of its backup. Here: the uninterrupted job's log (steps 1-8, epochs 0-1) and
+    # the killed job's backup (step 6): the rerun redoes steps 7-8 and epoch 1.
+    whole = uninterrupted.done()
+    ahead = tmp_path / "ahead"
+    shutil.copytree(whole / "tensorboard", ahead / "tensorboard")
+    result = run(ahead, f"trainer.resume={killed[1]}")
+    assert result.returncode == 0, result.stderr
+    assert "resuming at epoch 2, step 2" in result.stdout
+    logged, expected = event_steps(ahead), event_steps(whole)
+    for folder in ("train", "validation"):
+        pairs = logged[folder]
+        assert len(pairs) == len(set(pairs)), f"{folder}: a step written twice"
+        assert sorted(pairs) == sorted(expected[folder]), folder
