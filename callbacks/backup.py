@@ -42,8 +42,12 @@ class Backup(TrainkitCallback):
     (:class:`trainkit.data.pipeline.TrainData`). It saves at every epoch end, every
     ``save_every_n_steps`` steps if set (read from the stack's clock), after the running step
     when the job receives SIGINT or SIGTERM (:mod:`trainkit.signals`), and at ``on_train_end``.
-    A state is committed by rewriting ``latest.json`` (write, then atomic rename) after its
-    arrays are complete, so an interrupt while saving leaves the previous state usable.
+    A signal during validation stops the job after the current validation batch: the state
+    saved at ``on_job_end`` (``KILLED``) is then "every step of the epoch trained" with the
+    epoch's training metrics as they were before validation reset them, and the rerun
+    validates that epoch again and ends it. A state is committed by rewriting ``latest.json``
+    (write, then atomic rename) after its arrays are complete, so an interrupt while saving
+    leaves the previous state usable.
 
     What a rerun restores, at ``on_train_begin``: all of the above. Training restarts at the
     saved epoch (``model._initial_epoch``, as ``keras.callbacks.BackupAndRestore`` does). In a
@@ -72,7 +76,8 @@ class Backup(TrainkitCallback):
     callbacks listed after it are restored after their own ``on_train_begin`` resets too.
 
     Hooks: ``on_train_begin``, ``on_epoch_begin``, ``on_train_batch_begin``,
-    ``on_train_batch_end``, ``on_epoch_end``, ``on_train_end``, ``on_job_end``.
+    ``on_train_batch_end``, ``on_test_begin``, ``on_epoch_end``, ``on_train_end``,
+    ``on_job_end``.
 
     Args:
         save_every_n_steps: also save every N optimizer steps; None: epoch ends only.
