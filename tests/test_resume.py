@@ -19,6 +19,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Jobs in subprocesses, two or three a test (the shared uninterrupted one included): minutes on
+# a loaded 2-core machine, beyond the suite's default timeout.
+pytestmark = pytest.mark.timeout(900)
+
 # 64 training images in batches of 16: 4 steps an epoch, 8 in all; a backup every 2 steps.
 JOB = [
     "model=alexnet",

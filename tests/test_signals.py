@@ -115,6 +115,7 @@ def test_a_nan_loss_fails_the_run_with_the_reason(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # three runs of a job in turn, beside the uninterrupted one
 def test_signals_during_validation_and_evaluation_back_up_and_resume_exactly(
     tmp_path, uninterrupted
 ):
