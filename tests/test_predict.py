@@ -54,6 +54,7 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_predict_task_writes_top_k_rows_per_image(run_dir, image_dir, tmp_path, capsys):
     output = tmp_path / "out" / "predictions.csv"
     rows = run_predict_task(run_dir / "checkpoints" / "best.keras", image_dir, output, top_k=2)

@@ -55,6 +55,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, arrays: Any) -> dict[str, An
     return {"uri": uri, "runs": runs}
 
 
+@pytest.mark.slow
 def test_two_runs_in_one_store_have_different_readable_names(store) -> None:
     first, second, _ = (run.info.run_name for run in store["runs"])
     assert first != second
@@ -108,6 +109,7 @@ def test_naming_the_run_leaves_the_seeded_sequence_alone(tmp_path: Path) -> None
     assert run.client.get_run(run.run_id).info.run_name == "a-b-c"
 
 
+@pytest.mark.slow
 def test_an_experiment_kind_the_user_chose_is_kept(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
@@ -119,6 +121,7 @@ def test_an_experiment_kind_the_user_chose_is_kept(tmp_path: Path) -> None:
     assert client.get_experiment(plain).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
 
 
+@pytest.mark.slow
 def test_a_sweeps_parent_run_compares_its_jobs_as_they_end(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sweep_dir = tmp_path / "multirun" / "2030-01-01" / "12-00-00"
