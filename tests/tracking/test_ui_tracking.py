@@ -67,22 +67,26 @@ def test_two_runs_in_one_store_have_different_readable_names(store) -> None:
     )
 
 
+@pytest.mark.slow
 def test_tracking_run_name_is_used_as_given(store) -> None:
     assert store["runs"][2].info.run_name == "my-baseline"
 
 
+@pytest.mark.slow
 def test_the_experiment_is_marked_for_model_training(store) -> None:
     client = MlflowClient(store["uri"])
     experiment = client.get_experiment(store["runs"][0].info.experiment_id)
     assert experiment.tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND == "custom_model_development"
 
 
+@pytest.mark.slow
 def test_the_description_says_what_ran(store) -> None:
     note = store["runs"][0].data.tags["mlflow.note.content"]
     assert "**tiny**" in note and "**random**" in note and "**test** callback stack" in note
     assert "python " in note  # the command that runs it again
 
 
+@pytest.mark.slow
 def test_per_class_counts_are_one_artifact_not_metrics(store) -> None:
     client = MlflowClient(store["uri"])
     run = store["runs"][0]
@@ -93,6 +97,7 @@ def test_per_class_counts_are_one_artifact_not_metrics(store) -> None:
     assert set(counts) == {"cat", "dog", "bird"} and sum(counts.values()) == 10
 
 
+@pytest.mark.slow
 def test_each_run_says_its_optimized_metric(store) -> None:
     tags = store["runs"][0].data.tags
     assert tags[OPTIMIZED_METRIC_TAG] == "val_accuracy"
