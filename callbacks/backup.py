@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -20,6 +21,9 @@ from trainkit import signals
 from trainkit.context import BuffersTracking, JobStatus
 
 FORMAT_VERSION = 2
+# The MLflow run of a run directory (trainkit.tracking.store.RUN_ID_FILE, not imported: a
+# backup needs no MLflow).
+RUN_ID_FILE = "mlflow_run_id"
 
 
 class Backup(TrainkitCallback):
@@ -38,8 +42,12 @@ class Backup(TrainkitCallback):
     (:class:`trainkit.data.pipeline.TrainData`). It saves at every epoch end, every
     ``save_every_n_steps`` steps if set (read from the stack's clock), after the running step
     when the job receives SIGINT or SIGTERM (:mod:`trainkit.signals`), and at ``on_train_end``.
-    A state is committed by rewriting ``latest.json`` (write, then atomic rename) after its
-    arrays are complete, so an interrupt while saving leaves the previous state usable.
+    A signal during validation stops the job after the current validation batch: the state
+    saved at ``on_job_end`` (``KILLED``) is then "every step of the epoch trained" with the
+    epoch's training metrics as they were before validation reset them, and the rerun
+    validates that epoch again and ends it. A state is committed by rewriting ``latest.json``
+    (write, then atomic rename) after its arrays are complete, so an interrupt while saving
+    leaves the previous state usable.
 
     What a rerun restores, at ``on_train_begin``: all of the above. Training restarts at the
     saved epoch (``model._initial_epoch``, as ``keras.callbacks.BackupAndRestore`` does). In a
@@ -55,7 +63,8 @@ class Backup(TrainkitCallback):
     weights and trains no epoch. Not restored: in-memory snapshots of other callbacks
     (``EarlyStopping``'s best weights, ``NanGuard``'s last good weights), the history of metrics
     before the resume. ``trainer.resume=PATH`` (a run directory or its backup folder) resumes
-    from another run's backup.
+    from another run's backup, and continues that run's MLflow run when the store is the same
+    (:meth:`continue_tracked_run`; ``latest.json`` records the run's id).
 
     Nothing is deleted when the job fails or is interrupted; with ``delete_on_success`` the
     backup folder is removed when the job ends ``FINISHED`` (or at ``on_train_end`` outside a
@@ -67,7 +76,8 @@ class Backup(TrainkitCallback):
     callbacks listed after it are restored after their own ``on_train_begin`` resets too.
 
     Hooks: ``on_train_begin``, ``on_epoch_begin``, ``on_train_batch_begin``,
-    ``on_train_batch_end``, ``on_epoch_end``, ``on_train_end``, ``on_job_end``.
+    ``on_train_batch_end``, ``on_test_begin``, ``on_epoch_end``, ``on_train_end``,
+    ``on_job_end``.
 
     Args:
         save_every_n_steps: also save every N optimizer steps; None: epoch ends only.
@@ -103,6 +113,12 @@ class Backup(TrainkitCallback):
         self.data_positioned = False
         self._skip_steps = 0
         self._pending_save: tuple[int, int] | None = None
+        # Where training stands, (epoch, steps done in it), and what the last save holds: a job
+        # stopped by a signal saves at its end whatever the hooks did not (on_job_end).
+        self._where: tuple[int, int] | None = None
+        self._saved: tuple[int, int] | None = None
+        self._in_fit = False
+        self._train_metrics: list[Any] | None = None
 
     @property
     def directory(self) -> Path:
@@ -118,6 +134,31 @@ class Backup(TrainkitCallback):
             path = Path(str(resume)).expanduser()
             return path if (path / "latest.json").exists() else path / self.dirname
         return self.directory
+
+    def continue_tracked_run(self) -> str | None:
+        """With ``trainer.resume=PATH`` (another run directory's backup), make this run
+        directory continue the MLflow run that backup belongs to: its id goes into
+        ``<run_dir>/mlflow_run_id``, which the MLflow logger resumes when the run is in its
+        store (another store: a new run). Call it before ``fit``; returns the id, or None.
+
+        Nothing changes when this run directory has a run of its own already, or when
+        ``trainer.resume`` is not set."""
+        source = self._source()
+        if not self.is_chief or source == self.directory:
+            return None
+        own = self.run_dir / RUN_ID_FILE
+        if own.exists():
+            return None
+        meta = self._read() or {}
+        run_id = meta.get("mlflow_run_id")
+        if not run_id:  # a backup written before it recorded the run: its run directory's
+            sibling = source.parent / RUN_ID_FILE
+            run_id = sibling.read_text().strip() if sibling.exists() else None
+        if not run_id:
+            return None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        own.write_text(run_id + "\n")
+        return str(run_id)
 
     def resume_point(self) -> tuple[int, int] | None:
         """(epoch, steps done in it) where a rerun continues, or None when there is no backup.
@@ -174,6 +215,9 @@ class Backup(TrainkitCallback):
         self._pending_states: dict[str, Any] = {}
         self._metric_state: list[Any] = []
         self._pending_save: tuple[int, int] | None = None
+        self._where = self._saved = None
+        self._in_fit = True
+        self._train_metrics = None
         self.restored = None
         meta = self._read()
         if meta is None:
@@ -186,7 +230,12 @@ class Backup(TrainkitCallback):
         self.model._initial_epoch = epoch
         self._skip_steps = 0 if self.data_positioned else step
         self._resume_at = (epoch, step)
+        self._where = self._saved = (epoch, step)
         self.restored = meta
+        # The clock's "largest step reached" is the backup's: a rerun whose training is over
+        # (stopped during the test evaluation) logs its test_* metrics at the step they belong to.
+        if self.clock.final_step < int(meta.get("global_step") or 0):
+            self.clock.final_step = int(meta["global_step"])
         if self.verbose:
             where = f"epoch {epoch + 1}" + (f", step {step}" if step else "")
             print(f"Backup: restored {source / meta['weights']}; resuming at {where}")
@@ -194,8 +243,11 @@ class Backup(TrainkitCallback):
     def _load_state(self, path: Path, rng: dict[str, Any]) -> None:
         optimizer = self.model.optimizer
         if optimizer is not None and not optimizer.built:
-            # The slots exist only once built; build them to fill them.
-            optimizer.build(self.model.trainable_variables)
+            # The slots exist only once built; build them to fill them (in the strategy's
+            # scope: a multi-worker model's variables can only be made there).
+            strategy = getattr(self.model, "distribute_strategy", None)
+            with strategy.scope() if strategy is not None else contextlib.nullcontext():
+                optimizer.build(self.model.trainable_variables)
         with np.load(path) as arrays:
             for prefix, variables in _state_variables(self.model):
                 count = int(arrays[f"{prefix}_count"])
@@ -238,6 +290,9 @@ class Backup(TrainkitCallback):
             self._restore_states()
             self._pending_states = {}
         self._epoch = epoch
+        self._train_metrics = None
+        if self._where is None or self._where[0] != epoch:
+            self._where = (epoch, 0)
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self._skip_steps:
@@ -272,6 +327,7 @@ class Backup(TrainkitCallback):
         if self._epoch == resume_epoch and done <= resume_step:
             return  # a skipped step of the resumed epoch: nothing new to save
         self._trained = True
+        self._where = (self._epoch, done)
         if signals.requested() is not None:
             # SIGINT / SIGTERM: this step is done; the job stops after the batch hooks.
             self._interrupted = True
@@ -284,10 +340,23 @@ class Backup(TrainkitCallback):
         if not self.in_stack:
             self._save_pending()
 
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        if self._in_fit:
+            # Validation resets the compiled metrics: keep the training epoch's running values,
+            # what a save during validation holds (once an epoch, a few scalars).
+            self._train_metrics = [keras.ops.convert_to_numpy(v) for v in self._metrics()]
+
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._trained = True  # an epoch ended in this fit (even one whose steps were all done)
+        self._train_metrics = None
+        self._where = (epoch + 1, 0)
         last_epoch = epoch + 1 >= int(self.params.get("epochs") or 0)
-        if last_epoch or self.model.stop_training or self._interrupted:
+        # A signal also sets stop_training: that is a stop to resume from, not an early stop.
+        signalled = signals.requested() is not None
+        if last_epoch or self._interrupted or (self.model.stop_training and not signalled):
             return  # on_train_end, which comes next, saves the final state
+        if signalled:
+            self._interrupted = True
         self._pending_save = (epoch + 1, 0)
         if not self.in_stack:
             self._save_pending()
@@ -309,6 +378,7 @@ class Backup(TrainkitCallback):
         self.save(*pending)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._in_fit = False
         if self._interrupted:
             return  # the state after the last step is saved; the epoch is not over
         if self._trained or self.restored is None:
@@ -316,15 +386,41 @@ class Backup(TrainkitCallback):
                 self._epoch + 1 if self._trained else 0,
                 0,
                 finished=True,
-                stopped_early=bool(self.model.stop_training),
+                stopped_early=bool(self.model.stop_training) and signals.requested() is None,
             )
+            self._where = self._saved
         self.model._initial_epoch = None
         if self.delete_on_success and self.context is None:
             shutil.rmtree(self.directory, ignore_errors=True)
 
     def on_job_end(self, status: str) -> None:
+        if status == JobStatus.KILLED and self._in_fit:
+            self._save_where_stopped()
         if self.delete_on_success and status == JobStatus.FINISHED:
             shutil.rmtree(self.directory, ignore_errors=True)
+
+    def _save_where_stopped(self) -> None:
+        """A signal stopped the fit where no hook of ours saved: during validation (every
+        training step of the epoch done, the epoch's end still to come) or between our batch
+        hook and the stop. The rerun continues from there: it validates the epoch again and
+        ends it, or trains the next step."""
+        self._in_fit = False
+        position = self._where
+        if position is None or position == self._saved:
+            return
+        if signals.requested() is None or signals.forced():
+            # not a graceful stop: it may have struck between a step and its hooks, the
+            # weights past the position
+            return
+        if self.context is not None and self.context.strategy == "multi_worker":
+            # Reading the metrics is a collective there: one worker alone would wait for its
+            # peers forever. The workers save together at their batch hooks instead.
+            return
+        try:
+            self._pending_save = None
+            self.save(*position)
+        except Exception as exc:  # noqa: BLE001 - on_job_end must not raise
+            print(f"Backup: could not save the state where the job stopped: {exc}")
 
     def save(
         self, epoch: int, step: int, finished: bool = False, stopped_early: bool = False
@@ -334,10 +430,17 @@ class Backup(TrainkitCallback):
         global_step = epoch * (self._steps or 0) + step
         name = f"state-{time.time_ns()}.npz"
         arrays: dict[str, Any] = {}
-        for prefix, variables in [*_state_variables(self.model), ("metrics", self._metrics())]:
+        for prefix, variables in _state_variables(self.model):
             arrays[f"{prefix}_count"] = np.asarray(len(variables))
             for i, variable in enumerate(variables):
                 arrays[f"{prefix}{i}"] = keras.ops.convert_to_numpy(variable)
+        # The epoch's running training metrics (their values before validation reset them).
+        metrics = self._train_metrics
+        if metrics is None:
+            metrics = [keras.ops.convert_to_numpy(v) for v in self._metrics()]
+        arrays["metrics_count"] = np.asarray(len(metrics))
+        for i, value in enumerate(metrics):
+            arrays[f"metrics{i}"] = value
         temporary = self.directory / f".tmp-{name}"
         with open(temporary, "wb") as handle:
             np.savez(handle, **arrays)
@@ -359,10 +462,14 @@ class Backup(TrainkitCallback):
             },
             "callbacks": {key: cb.state_dict() for key, cb in self._callback_keys().items()},
         }
+        run_id_file = self.run_dir / RUN_ID_FILE
+        if run_id_file.exists():  # trainer.resume=PATH from another directory continues it
+            meta["mlflow_run_id"] = run_id_file.read_text().strip()
         pointer = self.directory / "latest.json"
         temporary = pointer.with_name(".tmp-latest.json")
         temporary.write_text(json.dumps(meta))
         os.replace(temporary, pointer)
+        self._saved = (epoch, step)
         for old in self.directory.glob("state-*"):
             if old.name != name:
                 old.unlink(missing_ok=True)
@@ -405,7 +512,10 @@ def resume_within_epoch(
         def zeros(spec: Any) -> Any:
             return tf.zeros([1 if d is None else d for d in spec.shape], spec.dtype)
 
-        model._symbolic_build(data_batch=tf.nest.map_structure(zeros, element_spec))
+        # In the strategy's scope, as Keras's own build: the metrics' and the optimizer's
+        # variables of a multi-worker model can only be made there.
+        with model.distribute_strategy.scope():
+            model._symbolic_build(data_batch=tf.nest.map_structure(zeros, element_spec))
     spx = max(1, int(getattr(model, "steps_per_execution", 1) or 1))
     idle = [math.ceil(steps_done / spx)]
     model.make_train_function()
@@ -415,6 +525,9 @@ def resume_within_epoch(
         idle[0] -= 1
         if idle[0] <= 0:
             model.train_function = train_function
+            # The running metrics the backup put back: when every step of the epoch was done
+            # before the stop (it stopped during validation), the epoch's logs are these.
+            return model.get_metrics_result()
         return {}
 
     model.train_function = no_step

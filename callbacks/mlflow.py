@@ -421,11 +421,17 @@ class MLflowLogger(TrainkitCallback):
             if isinstance(value, bool | int | float | np.number):
                 numeric[key] = float(value)
         self._history.append((epoch, numeric))
-        if self.writer is None or step <= self._skip_until:
+        if self.writer is None or step < self._skip_until:
             return
         ms = int(time.time() * 1000)
         append = self.writer.points.append
         already = self._logged_keys if self._logged_at == step else ()
+        if self._skip_until and step == self._skip_until and self.run is not None:
+            # resumed at this epoch's end (stopped during its validation): the store has its
+            # last batch's keys here, not yet the epoch's own
+            already = self.run.last_keys
+            if "epoch" in already:
+                return
         for key, value in logs.items():
             if key in numeric:
                 if key not in already:  # the batch hook logged the same value at this step

@@ -68,6 +68,32 @@ def _hparam_value(value: Any) -> bool | int | float | str:
     return str(value)
 
 
+def _previous_log(root: Path, folder: str) -> tuple[set[str], int, int]:
+    """What earlier processes of the job wrote in ``root/folder``: the tags of its step-0
+    summaries, its last ``batch_*`` step and its last epoch (-1: none). Read only on a rerun
+    whose folder holds event files."""
+    files = sorted((root / folder).glob("events.out.tfevents.*"))
+    tags: set[str] = set()
+    last_step = last_epoch = -1
+    if not files:
+        return tags, last_step, last_epoch
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    for path in files:
+        try:
+            for event in EventFileLoader(str(path)).Load():
+                for value in event.summary.value:
+                    if event.step == 0:
+                        tags.add(value.tag)
+                    if value.tag.startswith("batch_"):
+                        last_step = max(last_step, int(event.step))
+                    elif value.tag.startswith("epoch_"):
+                        last_epoch = max(last_epoch, int(event.step))
+        except Exception as exc:  # noqa: BLE001 - a torn file of a killed process
+            log.debug("TensorBoard: cannot read %s: %s", path, exc)
+    return tags, last_step, last_epoch
+
+
 class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
     """See the module docstring.
 
@@ -113,6 +139,11 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
         self._session_started = False
         self._confusion_written = False
         self._thread: WorkerThread | None = None
+        # tags a previous process of this job wrote (a rerun appends to its log), by folder
+        self._written: dict[str, set[str]] | None = None
+        # ... and the last batch step and epoch it wrote: a rerun that redoes them (resumed
+        # from a backup older than the log) does not write them twice
+        self._last_step = self._last_epoch = -1
 
     uses_clock = True
 
@@ -121,9 +152,9 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
             self._thread = WorkerThread("trainkit-tensorboard")
         return self._thread
 
-    def _drain(self) -> None:
+    def _drain(self, timeout: float = 120.0) -> None:
         if self._thread is not None:
-            self._thread.drain(timeout=120.0)
+            self._thread.drain(timeout=timeout)
 
     @property
     def async_safe(self) -> bool:  # type: ignore[override]
@@ -140,7 +171,30 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
         if getattr(self, "_model", None) is model and self._writers:
             return
         self.log_dir = str(self.root())
+        if self._written is None:
+            # A rerun of an interrupted job (resumed from its backup) appends to the log the
+            # first process wrote: its once-a-job summaries (model summary, samples, HParams
+            # session and config) are not written twice.
+            train, self._last_step, self._last_epoch = _previous_log(self.root(), "train")
+            self._written = {"train": train, ".": _previous_log(self.root(), ".")[0]}
+            root = self._written["."]
+            self._session_started = "_hparams_/session_start_info" in root
+            self._hparams_metrics_written = "_hparams_/experiment" in root
         super().set_model(model)
+
+    def _write_keras_model_summary(self) -> None:
+        if "keras" not in (self._written or {}).get("train", ()):
+            super()._write_keras_model_summary()
+
+    def flush_tracking(self, timeout: float) -> bool:
+        """Write the buffered ``batch_*`` scalars and flush every writer now
+        (``trainkit.context.BuffersTracking``): a backup calls it before committing, so a job
+        killed after the commit and resumed from it misses no step in its event files."""
+        self._submit_rows()
+        self._drain(timeout)  # the background thread's blocks, this one included, are written
+        for writer in [*self._writers.values(), *self._scalar_writers.values()]:
+            writer.flush()
+        return True
 
     @property
     def _final_step(self) -> int:
@@ -176,6 +230,8 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
         images = self.context.sample_images if self.context is not None else None
         if not self.sample_images or images is None:
             return
+        if "augmented_samples" in (self._written or {}).get("train", ()):
+            return
         grid = plots.image_grid(np.asarray(images)[:32])
         with self._train_writer.as_default():
             self.summary.image("augmented_samples", grid[None], step=0)
@@ -197,6 +253,8 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
         self._scalars(".").write_summary(hp.hparams_pb(values, trial_id=trial))
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if epoch == 0 and self.clock.step == 0:
+            self._last_step = self._last_epoch = -1  # training from scratch: nothing is redone
         super().on_epoch_begin(epoch, logs)
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
@@ -256,6 +314,8 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
 
     def _record_epoch(self, epoch: int, logs: dict[str, Any] | None) -> None:
         self._submit_rows()
+        if epoch <= self._last_epoch:
+            return  # written by the process this rerun resumes
         numeric = {k: v for k, v in (logs or {}).items() if is_number(v)}
         super().on_epoch_end(epoch, numeric)
         if not self._hparams_metrics_written:
@@ -282,6 +342,8 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
     def _submit_rows(self) -> None:
         """Hand the buffered batch rows to the background thread."""
         rows, self._batch_rows = self._batch_rows, []
+        # steps a previous process of this job already wrote (resumed from an older backup)
+        rows = [(step, row) for step, row in rows if step > self._last_step]
         if rows:
             self._background().submit(self._write_rows, self._scalars("train"), rows)
 

@@ -296,6 +296,8 @@ def train(cfg: DictConfig) -> float | None:
     # Exact resume: the data starts at the batch after the backup's (no batch drawn twice).
     epochs = int(trainer.epochs)
     backup = context.find(Backup)
+    if backup is not None:
+        backup.continue_tracked_run()  # trainer.resume=PATH: the backup's MLflow run goes on
     first_epoch, steps_done = (backup.resume_point() if backup else None) or (0, 0)
     first_epoch = min(first_epoch, epochs)
     train_data = data.extras["train_data"].stream(

@@ -18,7 +18,7 @@ from typing import Any
 
 import keras
 
-_state: dict[str, Any] = {"signum": None, "model": None}
+_state: dict[str, Any] = {"signum": None, "model": None, "forced": False}
 
 
 class Interrupted(KeyboardInterrupt):
@@ -39,8 +39,15 @@ def requested() -> int | None:
     return _state["signum"]
 
 
+def forced() -> bool:
+    """Whether a second signal stopped the job at once, wherever it was (in the middle of a
+    step's hooks, say): what the model holds then is no position to resume from."""
+    return bool(_state["forced"])
+
+
 def _handle(signum: int, frame: Any) -> None:
     if _state["signum"] is not None:
+        _state["forced"] = True
         raise KeyboardInterrupt  # the second signal: stop now
     _state["signum"] = signum
     model = _state["model"]
@@ -51,7 +58,7 @@ def _handle(signum: int, frame: Any) -> None:
 @contextlib.contextmanager
 def installed(model: Any = None) -> Iterator[None]:
     """SIGINT and SIGTERM handled as graceful stops for the duration of the block."""
-    _state.update(signum=None, model=model)
+    _state.update(signum=None, model=model, forced=False)
     previous = {}
     try:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -67,15 +74,19 @@ def installed(model: Any = None) -> Iterator[None]:
 
 
 def reset() -> None:
-    _state.update(signum=None)
+    _state.update(signum=None, forced=False)
 
 
 class GracefulStop(keras.callbacks.Callback):
     """Raises :class:`Interrupted` at the first batch end after a signal, once every callback
     before it has seen that batch. The job puts it last in its stack.
 
-    Hooks: ``on_train_batch_end``, ``on_test_batch_end``, ``on_predict_batch_end``,
-    ``on_epoch_begin``.
+    A signal during validation or at an epoch's end stops there too (``on_test_begin``,
+    ``on_test_batch_end``, ``on_train_end``): ``callbacks.backup.Backup`` saves the state where
+    the job stopped when the job ends ``KILLED``.
+
+    Hooks: ``on_train_batch_end``, ``on_test_begin``, ``on_test_batch_end``,
+    ``on_predict_batch_end``, ``on_epoch_begin``, ``on_train_end``.
     """
 
     def _check(self, *args: Any, **kwargs: Any) -> None:
@@ -84,6 +95,8 @@ class GracefulStop(keras.callbacks.Callback):
             raise Interrupted(signum)
 
     on_train_batch_end = _check
+    on_test_begin = _check
     on_test_batch_end = _check
     on_predict_batch_end = _check
     on_epoch_begin = _check
+    on_train_end = _check  # a signal at the last epoch's end: no evaluation after it

@@ -179,6 +179,8 @@ class TrackedRun:
         self.parent_run_id: str | None = None
         self.resumed = False
         self.last_step = 0
+        # the keys the store has at last_step: a resumed epoch's end logs the others there
+        self.last_keys: frozenset[str] = frozenset()
         self.logged_params: dict[str, str] = {}
         self._monitor: Any = None
         self._keys: dict[str, str] = {}
@@ -259,10 +261,9 @@ class TrackedRun:
         self.experiment_id = run.info.experiment_id
         self.parent_run_id = run.data.tags.get(MLFLOW_PARENT_RUN_ID)
         self.logged_params = dict(run.data.params)
-        self.last_step = max(
-            (m.step for m in run.data._metric_objs if not m.key.startswith("system/")),
-            default=0,
-        )
+        latest = [m for m in run.data._metric_objs if not m.key.startswith("system/")]
+        self.last_step = max((m.step for m in latest), default=0)
+        self.last_keys = frozenset(m.key for m in latest if m.step == self.last_step)
         self.client.update_run(run_id, status=RunStatus.to_string(RunStatus.RUNNING))
         if self.parent_run_id:
             self._parent_running()
