@@ -19,12 +19,15 @@ from trainkit import disk, job
 def optimizer_groups(path) -> list[str]:
     """The top-level groups of a ``.keras`` file's weights (``layers``, ``optimizer`` ...)
     that hold at least one array."""
-    with zipfile.ZipFile(path) as archive, archive.open("model.weights.h5") as raw:
-        with h5py.File(raw, "r") as h5:
-            found: list[str] = []
-            h5.visititems(
-                lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) else None
-            )
+    found: list[str] = []
+    with (
+        zipfile.ZipFile(path) as archive,
+        archive.open("model.weights.h5") as raw,
+        h5py.File(raw, "r") as h5,
+    ):
+        h5.visititems(
+            lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) else None
+        )
     return sorted({name.split("/")[0] for name in found})
 
 
