@@ -167,7 +167,6 @@ def report(usage: DiskUsage, tracked: Any) -> None:
     """Print the line; record it on the MLflow run (metric and tag) when there is one."""
     line = usage.line()
     print(line, flush=True)
-    log.info(line)
     if tracked is None or not tracked.is_open:
         return
     try:

@@ -31,6 +31,17 @@ log = logging.getLogger("trainkit.tracking")
 for _name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
+
+class _NoRenameNotice(logging.Filter):
+    """TensorFlow's SavedModel writer says, through absl at INFO, per exported function, that
+    it renames the variable inputs of Keras layers' names: nothing a user can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "unsupported characters which will be renamed" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_NoRenameNotice())
+
 # MLflow 3's UI opens an experiment on its GenAI view (traces, prompts) unless this experiment
 # tag says it is for model training (mlflow/server/js: ExperimentKind.CUSTOM_MODEL_DEVELOPMENT).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
