@@ -155,6 +155,11 @@ def test_last_lines_say_where_to_look(full_run):
     assert f"run directory: {run_dir}" in lines
     assert f"browse runs:   mlflow ui --backend-store-uri sqlite:///{cwd}/mlflow.db" in lines
     assert f"browse curves: tensorboard --logdir {run_dir / 'tensorboard'}" in lines
+    # The run's page, on MLflow's Model training view (3.17 ignores the experiment's kind tag).
+    run_id = (run_dir / "mlflow_run_id").read_text().strip()
+    page = [line for line in lines if line.startswith("the run:")]
+    assert len(page) == 1 and page[0].endswith(f"/runs/{run_id}?workflowType=machine_learning")
+    assert page[0].split()[-1].startswith("http://127.0.0.1:5000/#/experiments/")
 
 
 def test_the_terminal_is_quiet(full_run):

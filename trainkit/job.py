@@ -417,6 +417,28 @@ def non_finite_stop(context) -> str | None:
     return None
 
 
+def run_page(run_dir: Path, uri: str, ui: str) -> str | None:
+    """The URL of the job's run in the MLflow UI at ``ui``, opened on the Model training view.
+
+    MLflow 3.17's UI ignores the experiment's kind tag and opens every experiment on its GenAI
+    view unless the URL (or a choice remembered by the browser) says ``workflowType``.
+    """
+    from trainkit.tracking.store import RUN_ID_FILE, probe
+
+    try:
+        run_id = (run_dir / RUN_ID_FILE).read_text().strip()
+        if not run_id or not uri.startswith(("sqlite:", "http:", "https:")):
+            return None
+        if uri.startswith("http") and not probe(uri):  # MLflow would retry for minutes
+            return None
+        from mlflow import MlflowClient
+
+        experiment = MlflowClient(uri).get_run(run_id).info.experiment_id
+    except Exception:  # noqa: BLE001 - no run (tracking off, store gone): no link to print
+        return None
+    return f"{ui}/#/experiments/{experiment}/runs/{run_id}?workflowType=machine_learning"
+
+
 def report(run_dir: Path, tracking: dict, test: dict, metric: str, value) -> None:
     """The job's last lines: the results and the commands that open what it wrote."""
     shown = ", ".join(f"{k}={v:.4f}" for k, v in test.items())
@@ -425,10 +447,14 @@ def report(run_dir: Path, tracking: dict, test: dict, metric: str, value) -> Non
         print(f"{metric}: {value:.4f}", flush=True)
     print(f"run directory: {run_dir}", flush=True)
     uri = tracking.get("uri", "")
-    if uri.startswith(("sqlite:", "file:", "postgresql:", "mysql:")):
+    local = uri.startswith(("sqlite:", "file:", "postgresql:", "mysql:"))
+    if local:
         print(f"browse runs:   mlflow ui --backend-store-uri {uri}", flush=True)
     elif uri:
         print(f"browse runs:   open {uri}", flush=True)
+    page = run_page(run_dir, uri, "http://127.0.0.1:5000" if local else uri.rstrip("/"))
+    if page:
+        print(f"the run:       {page}", flush=True)
     tensorboard = run_dir / "tensorboard"
     if tensorboard.exists():
         print(f"browse curves: tensorboard --logdir {tensorboard}", flush=True)

@@ -57,7 +57,11 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         run = MlflowClient(uri).get_run(logger.run.run_id)
         ui.wait("/health")
         board.wait()
-        yield {"run": run, "mlflow": ui.url, "tensorboard": board.url}
+        from trainkit.job import run_page as printed_page
+
+        # The link the job prints at its end, for this UI.
+        link = printed_page(run_dir, uri, ui.url)
+        yield {"run": run, "mlflow": ui.url, "tensorboard": board.url, "link": link}
     finally:
         ui.stop()
         board.stop()
@@ -89,7 +93,8 @@ def run_page(finished: dict[str, Any], tab: str = "") -> str:
 def test_mlflow_run_page_shows_the_name_the_description_and_a_loss_chart(finished, chromium):
     name = finished["run"].info.run_name
     assert name.startswith("tiny-test-")  # model-stack-time, not a random pair of words
-    chromium.open(run_page(finished))
+    assert finished["link"] == run_page(finished)  # what the job prints opens this page
+    chromium.open(finished["link"])
     text = chromium.wait_for_text(name, "Description", "Trained tiny")
     assert "Model training" in text
     chromium.open(run_page(finished, "/model-metrics"))
