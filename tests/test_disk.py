@@ -3,6 +3,7 @@ backup once the job finished, and the bytes reported (issue 13, item 6)."""
 
 from __future__ import annotations
 
+import os
 import re
 import zipfile
 
@@ -103,3 +104,21 @@ def test_a_full_job_writes_at_most_1_3_checkpoints(tmp_path, capsys):
     run = client.get_run((run_dir / "mlflow_run_id").read_text().strip())
     assert run.data.metrics[disk.METRIC] == pytest.approx(written, rel=0.05)
     assert run.data.tags[disk.TAG] == line.removeprefix("disk: ")
+
+
+def test_tree_bytes_counts_a_hard_linked_file_once(tmp_path):
+    run_dir, store = tmp_path / "run", tmp_path / "store"
+    run_dir.mkdir()
+    store.mkdir()
+    (run_dir / "best.keras").write_bytes(b"x" * 1000)
+    (run_dir / "log.txt").write_bytes(b"y" * 10)
+    os.link(run_dir / "best.keras", store / "best.keras")
+    seen: set[tuple[int, int]] = set()
+    assert disk.tree_bytes([run_dir], seen) == 1010
+    assert disk.tree_bytes([store], seen) == 0  # already counted in the run directory
+    assert disk.tree_bytes([run_dir, store]) == 1010
+    usage = disk.DiskUsage(run_dir=1010, store=0, checkpoint=2020)
+    assert usage.line() == (
+        "disk: 1.0 kB written (run directory 1.0 kB, MLflow store 0 B) = 0.50x one checkpoint "
+        "with the optimizer state (2.0 kB)"
+    )
