@@ -23,6 +23,10 @@ mostly tracing); pass ``--models`` to time a few.
   training phase of each epoch (its ``on_epoch_begin`` to the validation's ``on_test_begin``,
   every batch hook of the stack inside), the best epoch after the first.
 
+Each is given in images per second of wall time and per second of the process's CPU time (all
+its threads, the tracking writers' included): on a shared machine the wall figures move with
+the other work, the CPU ones much less.
+
 and the achieved training FLOP/s of plain Keras, ``3 x 2 x MACs`` per image (forward, and twice
 that for the backward pass), as a fraction of this machine's matmul peak in the matching dtype
 (``benchmarks/peak.py``: float32 for ``float32``, bfloat16 for the mixed policies), measured at
@@ -133,7 +137,8 @@ import keras
 
 
 class EpochTimes(keras.callbacks.Callback):
-    """Seconds of each epoch's training phase (on_epoch_begin to the validation's start)."""
+    """Wall and process CPU seconds of each epoch's training phase (on_epoch_begin to the
+    validation's start)."""
 
     def __init__(self):
         super().__init__()
@@ -141,11 +146,12 @@ class EpochTimes(keras.callbacks.Callback):
         self.seconds = []
 
     def on_epoch_begin(self, epoch, logs=None):
-        self.started = time.perf_counter()
+        self.started = (time.perf_counter(), time.process_time())
 
     def on_test_begin(self, logs=None):
         if self.started is not None:
-            self.seconds.append(time.perf_counter() - self.started)
+            wall, cpu = self.started
+            self.seconds.append([time.perf_counter() - wall, time.process_time() - cpu])
             self.started = None
             with open(os.environ["ZOO_PROBE_OUT"], "w") as out:
                 json.dump(self.seconds, out)
@@ -163,6 +169,9 @@ class Versus:
     keras: float = 0.0  # images / s
     none: float = 0.0
     full: float = 0.0
+    keras_cpu: float = 0.0  # images / CPU-second of the process (all its threads)
+    none_cpu: float = 0.0
+    full_cpu: float = 0.0
     peak_gflops: float = 0.0
 
     @property
@@ -181,6 +190,8 @@ class Versus:
             f"{self.keras:.1f}",
             ratio(self.none),
             ratio(self.full),
+            f"{self.keras_cpu:.1f} / {self.none_cpu:.1f} ({self.none_cpu / self.keras_cpu:.2f}x)"
+            f" / {self.full_cpu:.1f} ({self.full_cpu / self.keras_cpu:.2f}x)",
             f"{self.achieved_gflops:.1f}",
             f"{self.achieved_gflops / self.peak_gflops:.1%}" if self.peak_gflops else "-",
         ]
@@ -190,8 +201,9 @@ def data_config(size: int, limit: int) -> dict:
     return {"name": "digits", "limit": limit, "image_size": size}
 
 
-def plain_keras(name: str, size: int, args, precision: str) -> tuple[float, float, int]:
-    """(images / s of the best timed ``fit`` epoch, GMACs, steps an epoch) of plain Keras."""
+def plain_keras(name: str, size: int, args, precision: str) -> tuple[float, float, float, int]:
+    """(images / s and images / CPU-s of the best timed ``fit`` epochs, GMACs, steps an
+    epoch) of plain Keras."""
     from omegaconf import OmegaConf
 
     from trainkit.data import load as load_data
@@ -211,24 +223,26 @@ def plain_keras(name: str, size: int, args, precision: str) -> tuple[float, floa
     )
     compile_model(model, cfg, data.num_classes)
     steps = data.steps("train")
-    best = 0.0
+    best, best_cpu = 0.0, 0.0
     for epoch in range(args.epochs):
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         model.fit(data.train, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - start_cpu
         if epoch:  # the first fit traces the step
             best = max(best, steps * args.batch_size / seconds)
+            best_cpu = max(best_cpu, steps * args.batch_size / cpu)
     gmacs = count_macs(model) / 1e9
     del model
     keras.backend.clear_session()
     keras.mixed_precision.set_global_policy("float32")
-    return best, gmacs, steps
+    return best, best_cpu, gmacs, steps
 
 
 def run_py(
     name: str, size: int, args, precision: str, stack: str, folder: Path, steps: int
-) -> float:
-    """Images / s of the best epoch after the first of ``python run.py ... callbacks=stack``."""
+) -> tuple[float, float]:
+    """Images / s and images / CPU-s of the best epochs after the first of ``python run.py
+    ... callbacks=stack``."""
     out = folder / f"{name}-{stack}.json"
     env = {
         **os.environ,
@@ -254,7 +268,8 @@ def run_py(
     if done.returncode or not out.exists():
         raise SystemExit(f"run.py failed ({done.returncode}):\n{done.stderr[-3000:]}")
     seconds = json.loads(out.read_text())[1:]  # the first epoch traces the step
-    return max(steps * args.batch_size / s for s in seconds)
+    images = steps * args.batch_size
+    return max(images / wall for wall, _ in seconds), max(images / cpu for _, cpu in seconds)
 
 
 def versus(args) -> int:
@@ -276,11 +291,13 @@ def versus(args) -> int:
             size = max(args.image_size, get_spec(name).min_size)
             result = Versus(name, size, precision, 0, args.batch_size, peak_gflops=peak)
             with console.status(f"{name}: plain Keras"):
-                result.keras, result.gmacs, result.steps = plain_keras(name, size, args, precision)
+                measured = plain_keras(name, size, args, precision)
+                result.keras, result.keras_cpu, result.gmacs, result.steps = measured
             for stack in ("none", "full"):
                 with console.status(f"{name}: run.py callbacks={stack}"):
                     images = run_py(name, size, args, precision, stack, folder, result.steps)
-                    setattr(result, stack, images)
+                    setattr(result, stack, images[0])
+                    setattr(result, f"{stack}_cpu", images[1])
             console.log(
                 f"{name}: keras {result.keras:.1f}, none {result.none:.1f}, "
                 f"full {result.full:.1f} img/s"
@@ -300,6 +317,7 @@ def versus(args) -> int:
         "plain Keras img/s",
         "run.py none img/s",
         "run.py full img/s",
+        "img per CPU-s: Keras / none / full",
         "achieved GFLOP/s",
         "of peak",
     ):
