@@ -275,7 +275,7 @@ def run_py(
 def versus(args) -> int:
     from benchmarks.peak import peak_gflops
 
-    console = Console()
+    console = Console(width=max(Console().width, 180))  # a log file: the table's full width
     precision = args.policies[0]
     import tensorflow as tf
 
