@@ -20,6 +20,9 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# One pytest worker per core (two here), each test file kept on one worker: a file's module
+# fixtures (a finished run that ten tests read) are made once.
+PARALLEL = ("--numprocesses=auto", "--maxprocesses=4", "--dist=loadfile")
 PARTS = (
     ("fast subset", "not slow and not server", 180),
     ("slow and server tests", "slow or server", 9 * 60),
@@ -45,7 +48,16 @@ def main(argv: list[str]) -> int:
         for i, (name, marks, budget) in enumerate(PARTS):
             print(f"\n=== {name}: pytest -m {marks!r}", flush=True)
             junit = Path(tmp) / f"part{i}.xml"
-            command = [sys.executable, "-m", "pytest", "-m", marks, f"--junitxml={junit}", *argv]
+            command = [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-m",
+                marks,
+                *PARALLEL,
+                f"--junitxml={junit}",
+                *argv,
+            ]
             start = time.monotonic()
             code = subprocess.call(command, cwd=ROOT)
             seconds = time.monotonic() - start

@@ -12,6 +12,9 @@ import pytest
 
 from callbacks.base import KERAS_HOOKS
 
+# run.py end to end with the full stack (a module fixture), each test reading what it wrote.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parents[1]
 ALL_HOOKS = set(KERAS_HOOKS)
 

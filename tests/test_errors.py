@@ -461,3 +461,19 @@ def test_run_log_holds_the_trace_of_a_config_error(results):
     result, cwd = results[NEEDS["test_run_log_holds_the_trace_of_a_config_error"]]
     log = (cwd / "run" / "run.log").read_text()
     assert "DEBUG" in log and "Traceback" in log and "trainer.epochs=0 must be" in log
+
+
+def test_a_config_error_ends_before_tensorflow_is_imported(tmp_path):
+    """Range checks run before the job imports TensorFlow: a typo costs a second, not five."""
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", str(ROOT / "run.py"), "trainer.epochs=0"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()}
+    assert "trainkit.config.schema" in imported  # the check ran (and -X importtime worked)
+    assert "tensorflow" not in imported and "keras" not in imported

@@ -19,6 +19,7 @@ def run(tmp_path, overrides, capsys=None):
     return job.main(cfg)
 
 
+@pytest.mark.slow
 def test_minimal_stack_trains_evaluates_predicts(tmp_path, capsys):
     hook_logger = "+callbacks.hook_logger._target_=callbacks.hook_logger.HookLogger"
     value = run(tmp_path, ["callbacks=minimal", hook_logger, "trainer.epochs=2"])
@@ -34,6 +35,7 @@ def test_minimal_stack_trains_evaluates_predicts(tmp_path, capsys):
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlflow.db" in out
 
 
+@pytest.mark.slow
 def test_returns_the_optimized_metric(tmp_path):
     value = run(tmp_path, ["callbacks=none", "optimized_metric=val_loss", "trainer.epochs=2"])
     assert value > 0  # a loss, the best (lowest) epoch's
@@ -78,6 +80,7 @@ class InterruptAtSecondEpoch(keras.callbacks.Callback):
             raise KeyboardInterrupt
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_the_run_killed_and_keeps_checkpoints(tmp_path, capsys):
     from mlflow import MlflowClient
 

@@ -20,6 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 OUTSIDE = ROOT / "tests" / "outside"
 
 
+# each test runs the whole job (trainkit.job.main) or a sweep of jobs: seconds each.
+pytestmark = pytest.mark.slow
+
+
 def run(tmp_path: Path, overrides: list[str]) -> float | None:
     cfg = compose_config(
         [*TINY, f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", *overrides],

@@ -54,6 +54,7 @@ def read_csv(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
+@pytest.mark.slow
 def test_predict_task_writes_top_k_rows_per_image(run_dir, image_dir, tmp_path, capsys):
     output = tmp_path / "out" / "predictions.csv"
     rows = run_predict_task(run_dir / "checkpoints" / "best.keras", image_dir, output, top_k=2)
@@ -81,6 +82,7 @@ def test_predict_task_writes_top_k_rows_per_image(run_dir, image_dir, tmp_path, 
     assert "Top-k predictions" in out and "deep.PNG" in out
 
 
+@pytest.mark.slow
 def test_one_image_and_k_capped_at_the_number_of_classes(run_dir, image_dir, tmp_path):
     rows = run_predict_task(
         run_dir / "checkpoints" / "best.keras", image_dir / "image1.png", tmp_path / "p.csv", 10
@@ -91,6 +93,7 @@ def test_one_image_and_k_capped_at_the_number_of_classes(run_dir, image_dir, tmp
     assert len(read_csv(tmp_path / "p.csv")) == 3
 
 
+@pytest.mark.slow
 def test_bad_paths_are_one_line_errors(run_dir, image_dir, tmp_path):
     checkpoint = run_dir / "checkpoints" / "best.keras"
     (tmp_path / "empty").mkdir()

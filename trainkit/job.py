@@ -201,8 +201,6 @@ def train(cfg: DictConfig) -> float | None:
 
     runtime.quiet_tensorflow()
     check_callbacks(cfg)  # before data and model: a misspelt callback fails in seconds
-
-    runtime.quiet_tensorflow()
     import keras
 
     from trainkit.context import JobStatus, RunContext, SplitSteps

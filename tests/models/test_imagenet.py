@@ -93,6 +93,7 @@ def _randomise_batchnorm(model: keras.Model) -> None:
             )
 
 
+@pytest.mark.slow
 def test_imagenet_files_in_the_cache_are_loaded(cache):
     """MobileNetV2 (alpha 0.35, 96 px): the with-top file for 1000 classes, else no-top."""
     stem = "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_96"
@@ -116,6 +117,7 @@ def test_imagenet_files_in_the_cache_are_loaded(cache):
     np.testing.assert_allclose(features, expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_inception_v3_loads_keras_imagenet_files_layer_for_layer(cache):
     """The hand-written Inception v3 computes what keras.applications' does with its weights."""
     reference = keras.applications.InceptionV3(

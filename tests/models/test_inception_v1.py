@@ -26,6 +26,7 @@ def crossentropy(labels, probabilities) -> float:
     return float(keras.losses.SparseCategoricalCrossentropy()(labels, probabilities))
 
 
+@pytest.mark.slow
 def test_training_loss_adds_0_3_of_each_auxiliary_loss(googlenet):
     x = images(SIZE, n=4)
     main, aux1, aux2 = (np.asarray(p) for p in googlenet(x, training=True))
@@ -58,6 +59,7 @@ def test_aux_layers_are_head_layers(googlenet):
     assert not heads & {layer.name for layer in backbone_layers(googlenet)}
 
 
+@pytest.mark.slow
 def test_keras_file_keeps_the_aux_heads(googlenet, tmp_path):
     googlenet.save(tmp_path / "googlenet.keras")
     loaded = keras.saving.load_model(tmp_path / "googlenet.keras")
@@ -67,6 +69,7 @@ def test_keras_file_keeps_the_aux_heads(googlenet, tmp_path):
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_export_has_no_aux_outputs_or_weights(googlenet, tmp_path):
     googlenet.export(tmp_path / "exported", verbose=False)
     exported = tf.saved_model.load(str(tmp_path / "exported"))

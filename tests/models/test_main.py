@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from trainkit.models import available_models
 from trainkit.models.__main__ import main
 
@@ -15,6 +17,7 @@ def test_table_lists_every_model(capsys, monkeypatch):
     assert "caffe" in out and "clip" in out and "yes" in out and "no" in out
 
 
+@pytest.mark.slow
 def test_table_counts_parameters(capsys, monkeypatch):
     monkeypatch.setenv("COLUMNS", "160")
     assert main(["alexnet", "inception_v1", "--describe"]) == 0

@@ -56,7 +56,10 @@ def test_one_pixel_less_is_a_one_line_error(name):
         assert f"at least {minimum}x{minimum}" in message and name in message
 
 
-@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=[pytest.mark.slow] if n == "inception_v4" else []) for n in FAMILIES],
+)
 def test_the_architecture_itself_fails_one_pixel_below(name):
     """The registry's minimum is the true one: the builder, unchecked, cannot go lower."""
     spec = get_spec(name)
@@ -65,7 +68,9 @@ def test_the_architecture_itself_fails_one_pixel_below(name):
         spec.builder(num_classes=3, input_shape=(size, size, 3))
 
 
-@pytest.mark.parametrize("name", ["inception_v1", "clip_resnet50", "alexnet"])
+@pytest.mark.parametrize(
+    "name", ["inception_v1", pytest.param("clip_resnet50", marks=pytest.mark.slow), "alexnet"]
+)
 def test_non_square_inputs_at_the_minimum(name):
     minimum = get_spec(name).min_size
     model = build_model(name, 3, input_shape=(minimum, 2 * minimum))

@@ -47,7 +47,23 @@ def test_the_zoo_has_the_fourteen_models():
     assert sorted(REFERENCE) == available_models()
 
 
-@pytest.mark.parametrize("name", sorted(REFERENCE))
+# Building the largest models at their native size takes 5-25 s each: outside the fast subset.
+HEAVY = {
+    "clip_resnet50",
+    "clip_resnet101",
+    "clip_resnet50x4",
+    "clip_resnet50x16",
+    "inception_v3",
+    "inception_v4",
+    "inception_resnet_v2",
+    "mobilenet_v2",
+}
+
+
+@pytest.mark.parametrize(
+    "name",
+    [pytest.param(n, marks=[pytest.mark.slow] if n in HEAVY else []) for n in sorted(REFERENCE)],
+)
 def test_trainable_parameters(name):
     spec = get_spec(name)
     assert spec.native_size == NATIVE[name]

@@ -1,4 +1,6 @@
-"""Every model builds at its minimum input and trains a step, in float32 and mixed_bfloat16.
+"""Every model builds at its minimum input and trains a step in mixed_bfloat16.
+
+The same in float32, through the whole job, is tests/models/test_every_model_job.py.
 
 The per-model steps run eagerly: tracing the train function of the deepest models takes 20 s
 on two cores, an eager step one or two. The custom layers run in compiled functions in
@@ -14,7 +16,6 @@ import pytest
 from tests.models.conftest import images, model_options
 from trainkit.models import available_models, build_model, get_spec
 
-POLICIES = ("float32", "mixed_bfloat16")
 CAFFE = {"vgg16", "vgg19", "resnet50"}  # BGR minus the ImageNet mean; CLIP's own; else [-1, 1]
 
 
@@ -27,14 +28,13 @@ def compile_eagerly(model: keras.Model) -> None:
     )
 
 
-# a training step of each model in each precision: up to 25 s each: not in the fast subset.
+# a training step of each model: up to 25 s each: not in the fast subset.
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("name", available_models())
-def test_one_training_step_at_the_minimum_size(name, policy):
-    keras.mixed_precision.set_global_policy(policy)
+def test_one_bfloat16_training_step_at_the_minimum_size(name):
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
     size = get_spec(name).min_size
     model = build_model(name, 3, input_shape=size, **model_options(name))
     kind = "caffe" if name in CAFFE else "clip" if name.startswith("clip") else "tf"
@@ -47,12 +47,11 @@ def test_one_training_step_at_the_minimum_size(name, policy):
     assert probabilities.shape == (2, 3)
     assert probabilities.dtype == np.float32  # the float32 classifier, whatever the policy
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
-    if policy == "mixed_bfloat16":
-        assert model.get_layer("predictions").compute_dtype == "float32"
-        convolutions = [
-            layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)
-        ] or [model.get_layer("backbone")]
-        assert convolutions[0].compute_dtype == "bfloat16"
+    assert model.get_layer("predictions").compute_dtype == "float32"
+    convolutions = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)] or [
+        model.get_layer("backbone")
+    ]
+    assert convolutions[0].compute_dtype == "bfloat16"
     logs = model.train_on_batch(images(size), np.array([0, 2]), return_dict=True)
     assert np.isfinite(logs["loss"])
 

@@ -13,6 +13,9 @@ from trainkit.errors import WeightsNotAvailableError
 from trainkit.models import build_model, is_head_layer
 from trainkit.models.weights import all_layers
 
+# trains, saves and reloads three models, CLIP ResNet-50 among them.
+pytestmark = pytest.mark.slow
+
 CASES = {  # a subclassed model with aux heads, a nested keras.applications backbone, CLIP
     "inception_v1": 48,
     "mobilenet_v2": 32,

@@ -97,6 +97,7 @@ def test_auth_server_refuses_without_credentials_and_training_goes_on(
     assert spool.exists() and len(spool.read_text().splitlines()) >= 10
 
 
+@pytest.mark.slow
 def test_system_metrics_are_logged(
     tmp_path: Path, arrays: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:

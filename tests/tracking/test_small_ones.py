@@ -154,6 +154,7 @@ def _python(*args: str, cwd: Path = WORKTREE) -> tuple[subprocess.CompletedProce
     return done, cpu
 
 
+@pytest.mark.slow
 def test_replay_with_nothing_to_replay_exits_0(tmp_path: Path) -> None:
     done, _ = _python("-m", "trainkit.tracking.replay", str(tmp_path))
     assert done.returncode == 0, done.stderr

@@ -20,11 +20,18 @@ def schema(database: Path) -> dict[str, set[str]]:
         return {name: {line.strip(" ,") for line in sql.splitlines()} for name, sql in rows}
 
 
+@pytest.fixture(scope="module")
+def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
 @pytest.fixture
-def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.setenv("TRAINKIT_CACHE_DIR", str(tmp_path / "cache"))
+def cache(shared_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """One template for the module's tests (it takes MLflow's seconds to make); each test
+    runs from its own folder."""
+    monkeypatch.setenv("TRAINKIT_CACHE_DIR", str(shared_cache))
     monkeypatch.chdir(tmp_path)
-    return tmp_path / "cache"
+    return shared_cache
 
 
 def test_a_copied_store_has_mlflows_schema_and_takes_runs(cache: Path, tmp_path: Path) -> None:
@@ -33,7 +40,7 @@ def test_a_copied_store_has_mlflows_schema_and_takes_runs(cache: Path, tmp_path:
 
     client = open_client(f"sqlite:///{tmp_path / 'copied.db'}")
 
-    assert [p.suffix for p in cache.iterdir()] == [".db"]  # the template, nothing half-made
+    assert [p.name for p in cache.iterdir()] == [sqlite_template._template_name()]
     assert schema(tmp_path / "copied.db") == schema(made)
     default = client.get_experiment("0")
     assert default.name == "Default"
@@ -52,7 +59,13 @@ def test_an_existing_store_is_never_overwritten(cache: Path, tmp_path: Path) -> 
     assert sqlite_template.seed(tmp_path / "kept.db") is False
 
 
-def test_a_broken_template_falls_back_to_mlflow(cache: Path, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_a_broken_template_falls_back_to_mlflow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "broken-cache"
+    monkeypatch.setenv("TRAINKIT_CACHE_DIR", str(cache))
+    monkeypatch.chdir(tmp_path)
     cache.mkdir()
     (cache / sqlite_template._template_name()).write_text("not a database")
 
@@ -62,11 +75,11 @@ def test_a_broken_template_falls_back_to_mlflow(cache: Path, tmp_path: Path) -> 
     assert client.create_experiment("e")
 
 
-def test_the_template_can_be_turned_off(
-    cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.mark.slow
+def test_the_template_can_be_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRAINKIT_CACHE_DIR", str(tmp_path / "unused-cache"))
     monkeypatch.setenv("TRAINKIT_SQLITE_TEMPLATE", "0")
 
     open_client(f"sqlite:///{tmp_path / 'plain.db'}").search_experiments()
 
-    assert not cache.exists()
+    assert not (tmp_path / "unused-cache").exists()

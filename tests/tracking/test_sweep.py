@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mlflow import MlflowClient
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,6 +59,9 @@ hydra:
     dir: {sweep_dir}
     subdir: ${{hydra.job.num}}
 """
+
+
+pytestmark = pytest.mark.slow  # a Hydra multirun of two jobs through run.py
 
 
 def test_a_multirun_gets_one_parent_and_a_child_per_job(tmp_path: Path) -> None:

@@ -55,6 +55,7 @@ def store(tmp_path_factory: pytest.TempPathFactory, arrays: Any) -> dict[str, An
     return {"uri": uri, "runs": runs}
 
 
+@pytest.mark.slow
 def test_two_runs_in_one_store_have_different_readable_names(store) -> None:
     first, second, _ = (run.info.run_name for run in store["runs"])
     assert first != second
@@ -66,22 +67,26 @@ def test_two_runs_in_one_store_have_different_readable_names(store) -> None:
     )
 
 
+@pytest.mark.slow
 def test_tracking_run_name_is_used_as_given(store) -> None:
     assert store["runs"][2].info.run_name == "my-baseline"
 
 
+@pytest.mark.slow
 def test_the_experiment_is_marked_for_model_training(store) -> None:
     client = MlflowClient(store["uri"])
     experiment = client.get_experiment(store["runs"][0].info.experiment_id)
     assert experiment.tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND == "custom_model_development"
 
 
+@pytest.mark.slow
 def test_the_description_says_what_ran(store) -> None:
     note = store["runs"][0].data.tags["mlflow.note.content"]
     assert "**tiny**" in note and "**random**" in note and "**test** callback stack" in note
     assert "python " in note  # the command that runs it again
 
 
+@pytest.mark.slow
 def test_per_class_counts_are_one_artifact_not_metrics(store) -> None:
     client = MlflowClient(store["uri"])
     run = store["runs"][0]
@@ -92,6 +97,7 @@ def test_per_class_counts_are_one_artifact_not_metrics(store) -> None:
     assert set(counts) == {"cat", "dog", "bird"} and sum(counts.values()) == 10
 
 
+@pytest.mark.slow
 def test_each_run_says_its_optimized_metric(store) -> None:
     tags = store["runs"][0].data.tags
     assert tags[OPTIMIZED_METRIC_TAG] == "val_accuracy"
@@ -108,6 +114,7 @@ def test_naming_the_run_leaves_the_seeded_sequence_alone(tmp_path: Path) -> None
     assert run.client.get_run(run.run_id).info.run_name == "a-b-c"
 
 
+@pytest.mark.slow
 def test_an_experiment_kind_the_user_chose_is_kept(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     client = MlflowClient(uri)
@@ -119,6 +126,7 @@ def test_an_experiment_kind_the_user_chose_is_kept(tmp_path: Path) -> None:
     assert client.get_experiment(plain).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
 
 
+@pytest.mark.slow
 def test_a_sweeps_parent_run_compares_its_jobs_as_they_end(tmp_path: Path) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     sweep_dir = tmp_path / "multirun" / "2030-01-01" / "12-00-00"
