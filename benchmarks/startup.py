@@ -11,10 +11,10 @@ callback, last in the stack, that timestamps ``on_train_begin`` and the first st
 the process. The split is of that one process, in the job's order:
 
 * python start: from the command to the interpreter running ``sitecustomize``;
-* run.py + Hydra: run.py's imports and Hydra's composition of the config;
+* run.py + Hydra: run.py's imports, Hydra's composition of the config and the job's check of
+  it (before TensorFlow);
 * TensorFlow + Keras import (``trainkit.runtime.quiet_tensorflow``);
-* validate + callback imports: the job's config checks and the import of every callback's
-  module (MLflow's among them);
+* callback imports: the import of every callback's module (MLflow's among them);
 * seed, precision, strategy; data; model build; compile; callbacks (instantiated, stacked);
 * fit start: Keras's set-up and every callback's ``on_train_begin`` (the MLflow run opens);
 * trace + first step: from the first ``on_train_batch_begin`` to its ``on_train_batch_end``.
@@ -118,9 +118,9 @@ class FirstStep(keras.callbacks.Callback):
 # (phase, from mark, to mark): consecutive, so the phases add up to the whole.
 PHASES = [
     ("python start", "command", "interpreter"),
-    ("run.py imports + Hydra config", "interpreter", "quiet_tensorflow>"),
+    ("run.py imports + Hydra config + config check", "interpreter", "quiet_tensorflow>"),
     ("TensorFlow + Keras import", "quiet_tensorflow>", "quiet_tensorflow<"),
-    ("validate + callback imports", "quiet_tensorflow<", "check_callbacks<"),
+    ("callback imports", "quiet_tensorflow<", "check_callbacks<"),
     ("seed, precision, strategy", "check_callbacks<", "make_strategy<"),
     ("data", "make_strategy<", "load<"),
     ("model build", "load<", "build_model<"),
