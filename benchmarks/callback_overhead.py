@@ -21,10 +21,18 @@ difference (extra us a step) and ratio. An earlier default compared the median o
 configuration's rounds with the median of ``none``'s rounds, taken minutes apart: on this
 shared 2-core machine one configuration's step time varies by up to 25% between rounds, so
 with 3 rounds that ratio moved by +-10% from run to run (1.12x against 1.02x for the same
-stack); pairing cancels the drift both share. The ``hook us`` column is measured directly,
-without a baseline: the time the training thread spends inside the stack's hook dispatch per
-step (all callbacks' hooks, epoch-end work included), which is what a callback adds on top of
-Keras when its work is not hidden behind the device.
+stack); pairing cancels the drift both share.
+
+Columns besides the wall time: ``hook us/step`` is measured directly, without a baseline: the
+wall time the training thread spends inside the stack's hook dispatch per step (all callbacks'
+hooks, epoch-end work included), which is what a callback adds on top of Keras when its work is
+not hidden behind the device. ``hook cpu us`` is the same in CPU time of the training thread:
+it does not count the time the thread waits (for the GIL, a lock, a core taken by another
+process), so it is the steadiest figure on a loaded machine. ``extra cpu us`` is the paired
+difference of the process's CPU time per step (every thread: the training loop, TensorFlow's
+pools and the background writers of MLflow, TensorBoard and the hook log): work moved to a
+thread leaves the training thread but still shows here, and on a machine with cores to spare
+it costs no wall time.
 
 Rows: ``none``; each module of ``callbacks/`` alone (its entry in ``conf/callbacks/full.yaml``
 if there is one, else its defaults); ``full`` (the composed stack, MLflow and TensorBoard
@@ -84,7 +92,8 @@ NAMED = [
 ]
 
 Factory = Callable[[Path], list[keras.callbacks.Callback]]
-Sample = tuple[float, float]
+# seconds per step: wall, in the hooks (wall), in the hooks (thread CPU), process CPU
+Sample = tuple[float, float, float, float]
 
 
 def reference_model() -> keras.Model:
@@ -144,25 +153,30 @@ class HookTimer:
     """Time the training thread spends inside the stack's train hooks, and epoch-end marks.
 
     Wraps the dispatch methods of one :class:`trainkit.stack.Stack` instance (the stack itself
-    is built the job's way); ``marks`` holds (wall clock, hook seconds so far) after each epoch.
+    is built the job's way); ``marks`` holds, after each epoch: the wall clock, the hook
+    seconds so far (wall), the hook seconds so far in CPU time of the training thread, and the
+    process's CPU time (every thread: training, TensorFlow's pools, the writers).
     """
 
     HOOKS = ("on_train_batch_begin", "on_train_batch_end", "on_epoch_begin", "on_epoch_end")
 
     def __init__(self, stack: Any) -> None:
         self.total = 0.0
-        self.marks: list[tuple[float, float]] = []
+        self.cpu = 0.0
+        self.marks: list[tuple[float, float, float, float]] = []
         for hook in self.HOOKS:
             setattr(stack, hook, self._timed(getattr(stack, hook), hook == "on_epoch_end"))
 
     def _timed(self, method: Callable[..., None], mark: bool) -> Callable[..., None]:
         def timed(*args: Any, **kwargs: Any) -> None:
+            cpu = time.thread_time()
             start = time.perf_counter()
             method(*args, **kwargs)
             end = time.perf_counter()
+            self.cpu += time.thread_time() - cpu
             self.total += end - start
             if mark:
-                self.marks.append((end, self.total))
+                self.marks.append((end, self.total, self.cpu, time.process_time()))
 
         return timed
 
@@ -321,11 +335,21 @@ def measure(factory: Factory, run_dir: Path, steps: int, kind: str, spe: int) ->
             stack.end_job(JobStatus.FINISHED)
         if mlflow.active_run() is not None:
             mlflow.end_run()
-    (wall0, hooks0), (wall1, hooks1) = timer.marks
-    return (wall1 - wall0) / steps, (hooks1 - hooks0) / steps
+    first, second = timer.marks[0], timer.marks[1]
+    wall, hooks, hooks_cpu, cpu = ((b - a) / steps for a, b in zip(first, second, strict=True))
+    return wall, hooks, hooks_cpu, cpu
 
 
-HEADERS = ["configuration", "ms/step", "extra us/step", "x none", "hook us/step", "pairs x none"]
+HEADERS = [
+    "configuration",
+    "ms/step",
+    "extra us/step",
+    "x none",
+    "hook us/step",
+    "hook cpu us",
+    "extra cpu us",
+    "pairs x none",
+]
 
 
 def table(title: str, rows: list[list[str]]) -> None:
@@ -335,7 +359,7 @@ def table(title: str, rows: list[list[str]]) -> None:
     t = Table(*HEADERS, title=title)
     for row in rows:
         t.add_row(*row)
-    Console(width=150).print(t)
+    Console(width=170).print(t)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -386,12 +410,15 @@ def main(argv: list[str] | None = None) -> int:
                 "0",
                 "1.000",
                 f"{statistics.median(n[1] for n in nones) * 1e6:.1f}",
+                f"{statistics.median(n[2] for n in nones) * 1e6:.1f}",
+                "0",
                 "",
             ]
         )
         for label, pairs in results.items():
             ratios = [c[0] / n[0] for n, c in pairs]
             extra = statistics.median((c[0] - n[0]) for n, c in pairs) * 1e6
+            extra_cpu = statistics.median((c[3] - n[3]) for n, c in pairs) * 1e6
             rows.append(
                 [
                     label,
@@ -399,6 +426,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{extra:+.0f}",
                     f"{statistics.median(ratios):.3f}",
                     f"{statistics.median(c[1] for _, c in pairs) * 1e6:.1f}",
+                    f"{statistics.median(c[2] for _, c in pairs) * 1e6:.1f}",
+                    f"{extra_cpu:+.0f}",
                     " ".join(f"{r:.2f}" for r in ratios),
                 ]
             )

@@ -4,9 +4,23 @@ What it does
     Streams an event per hook call to ``events.jsonl`` in the run directory, and to the
     ``trainkit.hooks`` Python logger at DEBUG. Each line holds ``hook``, ``phase`` (``setup``,
     ``train``, ``validation``, ``test``, ``predict``), ``epoch``, ``batch``, ``wall_time`` (Unix
-    seconds), ``dt`` (seconds since the previous hook call) and ``logs``. Nothing is kept in
-    memory, so a run of any length costs the same memory; the file is flushed at every epoch,
-    test and predict end and closed at the job's end.
+    seconds), ``dt`` (seconds since the previous hook call) and ``logs``.
+
+Cost and memory
+    A hook call only appends a tuple (the hook, the times, a reference to the logs) to a list:
+    about a microsecond on the training thread. A background thread turns blocks of them into
+    JSON lines and writes them: a block is handed over every ``block_size`` events and at every
+    epoch end (without waiting); at the end of ``fit``, ``evaluate`` and ``predict`` the logger
+    waits until everything is written and flushed, and the file is closed at the job's end.
+    Memory holds at most one block (``block_size`` events) besides what the thread is writing,
+    so a run of any length costs the same memory.
+
+Size on disk: rotation
+    When ``events.jsonl`` passes ``max_bytes`` (default 64 MiB) it is renamed
+    ``events.jsonl.1`` (the older ones shift to ``.2`` ...; ``keep`` of them are kept, default
+    2) and a new ``events.jsonl`` starts, so the log of a run of any length takes at most
+    ``(keep + 1) * max_bytes`` plus one block (about 200 MiB by default). ``max_bytes=null``
+    turns rotation off (the file then grows by about 0.3 kB a step).
 
 Hooks
     All 16: ``set_model``, ``set_params``, ``on_{train,test,predict}_{begin,end}``,
@@ -33,6 +47,9 @@ Options
     hooks: the hook names to record (default: all 16).
     every_n_batches: record a batch hook only for blocks that contain a batch index divisible
         by N (default 1: every batch). Non-batch hooks are always recorded.
+    max_bytes: rotate the file when it passes this size; None: never.
+    keep: how many rotated files (``events.jsonl.1`` ...) are kept.
+    block_size: events handed to the writer thread at once.
 
 Example
     >>> model.fit(x, y, epochs=2, callbacks=[HookLogger(every_n_batches=10)])
@@ -52,6 +69,7 @@ import numpy as np
 
 from callbacks.base import KERAS_HOOKS, TrainkitCallback
 from trainkit.tracking.flatten import REDACTED, is_secret_key, redact_uri
+from trainkit.tracking.writer import WorkerThread
 
 logger = logging.getLogger("trainkit.hooks")
 
@@ -95,6 +113,9 @@ class HookLogger(TrainkitCallback):
         path: str = "events.jsonl",
         hooks: list[str] | tuple[str, ...] | None = None,
         every_n_batches: int = 1,
+        max_bytes: int | None = 64 * 1024 * 1024,
+        keep: int = 2,
+        block_size: int = 4096,
     ) -> None:
         super().__init__()
         unknown = set(hooks or ()) - set(ALL_HOOKS)
@@ -105,7 +126,18 @@ class HookLogger(TrainkitCallback):
         self.relative_path = path
         self.hooks = frozenset(hooks or ALL_HOOKS)
         self.every_n_batches = int(every_n_batches)
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"max_bytes must be positive or null, got {max_bytes}")
+        if keep < 0:
+            raise ValueError(f"keep must be at least 0, got {keep}")
+        self.max_bytes = int(max_bytes) if max_bytes is not None else None
+        self.keep = int(keep)
+        self.block_size = max(int(block_size), 1)
         self._file: IO[str] | None = None
+        self._target: Path | None = None
+        self._size = 0
+        self._buffer: list[tuple[Any, ...]] = []
+        self._writer: WorkerThread | None = None
         self._last = time.perf_counter()
         self._epoch: int | None = None
         self._in_fit = False
@@ -140,7 +172,7 @@ class HookLogger(TrainkitCallback):
         name, phase, batch, _, extra = pending
         self._emit(name, phase, batch, logs, **extra)
         if hook in ("on_epoch_end", "on_test_end", "on_train_end"):
-            self._flush()
+            self._flush(wait=hook != "on_epoch_end")
 
     def _write_pending(self) -> None:
         pending, self._pending = self._pending, None
@@ -149,33 +181,103 @@ class HookLogger(TrainkitCallback):
             self._emit(name, phase, batch, logs, **extra)
 
     def _emit(self, hook: str, phase: str, batch: int | None = None, logs=None, **extra) -> None:
+        # Hot path: two clock reads and an append; the writer thread makes the JSON line.
         now = time.perf_counter()
         dt, self._last = now - self._last, now
         if hook not in self.hooks:
             return
-        event = {
-            "hook": hook,
-            "phase": phase,
-            "epoch": extra.pop("epoch", self._epoch),
-            "batch": batch,
-            "wall_time": time.time(),
-            "dt": dt,
-            **extra,
-            "logs": _jsonable(logs) if logs else {},
-        }
-        line = json.dumps(event)
-        if self._file is None:
-            target = self.run_path(self.relative_path)
-            self._file = open(target, "a", encoding="utf-8")  # noqa: SIM115 - kept open on purpose
-        self._file.write(line + "\n")
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(line)
+        epoch = extra.pop("epoch", self._epoch)
+        buffer = self._buffer
+        buffer.append((hook, phase, epoch, batch, time.time(), dt, extra, logs))
+        if len(buffer) >= self.block_size:
+            self._hand_over()
 
-    def _flush(self) -> None:
-        if self._file is not None:
-            self._file.flush()
+    def _hand_over(self) -> None:
+        """Give the buffered events to the writer thread (no waiting)."""
+        if not self._buffer:
+            return
+        block, self._buffer = self._buffer, []
+        if self._writer is None:
+            self._writer = WorkerThread("trainkit-hook-logger")
+        self._writer.submit(self._write_block, block)
+
+    def _flush(self, wait: bool = False) -> None:
+        """Hand the buffer over; with ``wait``, until it is written and flushed to the file."""
+        self._hand_over()
+        if wait and self._writer is not None:
+            self._writer.drain()
+
+    # -- the writer thread ------------------------------------------------------------------
+    def _write_block(self, block: list[tuple[Any, ...]]) -> None:
+        debug = logger.isEnabledFor(logging.DEBUG)
+        dumps = json.dumps
+        lines = []
+        for hook, phase, epoch, batch, wall_time, dt, extra, logs in block:
+            event = {
+                "hook": hook,
+                "phase": phase,
+                "epoch": epoch,
+                "batch": batch,
+                "wall_time": wall_time,
+                "dt": dt,
+                **extra,
+                "logs": _jsonable(logs) if logs else {},
+            }
+            line = dumps(event)
+            lines.append(line)
+            if debug:
+                logger.debug(line)
+        self._write_lines(lines)
+
+    def _write_lines(self, lines: list[str]) -> None:
+        if self._file is None:
+            self._open()
+        assert self._file is not None
+        limit = self.max_bytes
+        start = 0
+        if limit is not None:
+            # Rotate between lines: a line never spans two files.
+            for i, line in enumerate(lines):
+                self._size += len(line) + 1
+                if self._size > limit and i > start:
+                    self._file.write("\n".join(lines[start:i]) + "\n")
+                    self._rotate()
+                    start = i
+                    self._size = len(line) + 1
+        if start < len(lines):
+            self._file.write("\n".join(lines[start:]) + "\n")
+        self._file.flush()
+
+    def _open(self) -> None:
+        self._target = self.run_path(self.relative_path)
+        self._file = open(self._target, "a", encoding="utf-8")  # noqa: SIM115 - kept open
+        self._size = self._file.tell()
+
+    def _rotate(self) -> None:
+        """events.jsonl -> events.jsonl.1 -> .2 ...; the oldest beyond ``keep`` is removed."""
+        assert self._file is not None and self._target is not None
+        self._file.close()
+        target = self._target
+        rotated = [target.with_name(f"{target.name}.{n}") for n in range(1, self.keep + 1)]
+        if not rotated:
+            target.unlink(missing_ok=True)
+        else:
+            rotated[-1].unlink(missing_ok=True)
+            newer_ones = [target, *rotated[:-1]]
+            for older, newer in zip(reversed(rotated), reversed(newer_ones), strict=True):
+                if newer.exists():
+                    newer.replace(older)
+        self._file = open(target, "a", encoding="utf-8")  # noqa: SIM115 - kept open
+        self._size = 0
 
     def close(self) -> None:
+        """Write what is buffered, stop the writer thread and close the file."""
+        if getattr(self, "_buffer", None):
+            self._hand_over()
+        writer = getattr(self, "_writer", None)
+        if writer is not None:
+            self._writer = None
+            writer.close()
         if getattr(self, "_file", None) is not None:
             self._file.close()
             self._file = None
@@ -244,7 +346,7 @@ class HookLogger(TrainkitCallback):
         self._emit_after_stack("on_train_end", "train", logs=logs)
         self._in_fit = False
         self._epoch = None
-        self._flush()
+        self._flush(wait=True)
 
     def on_epoch_begin(self, epoch, logs=None) -> None:
         self._epoch = int(epoch)
@@ -267,7 +369,7 @@ class HookLogger(TrainkitCallback):
 
     def on_test_end(self, logs=None) -> None:
         self._emit_after_stack("on_test_end", self._test_phase, logs=logs)
-        self._flush()
+        self._flush(wait=not self._in_fit)
 
     def on_test_batch_begin(self, batch, logs=None) -> None:
         self._batch_begin("on_test_batch_begin", self._test_phase, batch, logs)
@@ -280,7 +382,7 @@ class HookLogger(TrainkitCallback):
 
     def on_predict_end(self, logs=None) -> None:
         self._emit("on_predict_end", "predict", logs=logs)
-        self._flush()
+        self._flush(wait=True)
 
     def on_predict_batch_begin(self, batch, logs=None) -> None:
         self._batch_begin("on_predict_batch_begin", "predict", batch, logs)

@@ -150,6 +150,8 @@ class MLflowLogger(TrainkitCallback):
         self._string_logs: dict[str, str] = {}
         self._history: list[tuple[int, dict[str, float]]] = []
         self._lr_points: list[tuple[int, float]] = []
+        self._lr_read_at = -1
+        self._lr_cached: float | None = None
         # predict
         self._predict_t0 = 0.0
         self._predict_n = 0
@@ -259,6 +261,7 @@ class MLflowLogger(TrainkitCallback):
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._in_fit = True
+        self._lr_read_at = -1  # a new fit may start with a new rate
         self._wait_for_model()  # a second fit must not change the weights being written
         self._fit_params = {
             "fit.epochs": self.params.get("epochs"),
@@ -384,12 +387,25 @@ class MLflowLogger(TrainkitCallback):
             self.writer.submit("t", {metric_key(key): text})
 
     def _learning_rate(self) -> float | None:
+        """The optimizer's rate, for steps whose logs have no ``lr``.
+
+        A plain (variable) rate changes between epochs (``ReduceLROnPlateau``, fine-tuning;
+        ``LRSchedule`` writes ``lr`` into the logs itself), so it is read at the first step of
+        each epoch and reused: reading a variable is an eager op, tens of microseconds that
+        every step would pay. A ``LearningRateSchedule``'s rate is read at every step.
+        """
         optimizer = getattr(self.model, "optimizer", None)
         optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
+        epoch = self.clock.epoch_base
+        per_step = not isinstance(getattr(optimizer, "_learning_rate", None), keras.Variable)
+        if not per_step and self._lr_read_at == epoch:
+            return self._lr_cached
         try:
-            return float(np.asarray(optimizer.learning_rate))
+            value: float | None = float(np.asarray(optimizer.learning_rate))
         except (AttributeError, TypeError, ValueError):
-            return None
+            value = None
+        self._lr_read_at, self._lr_cached = epoch, value
+        return value
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         # The clock stands at the epoch's last step (or where a stopped epoch stopped).

@@ -107,14 +107,14 @@ class NanGuard(keras.callbacks.Callback):
             self._snapshot(epoch)
 
     def _snapshot(self, epoch: int) -> None:
-        self._weights = self.model.get_weights()
+        self._weights = _read(self.model.weights)
         optimizer = self.model.optimizer
         if self.restore_optimizer and optimizer is not None:
             if not optimizer.built:
                 # Slots are created lazily at the first step; create them now so that the
                 # snapshot holds the whole state.
                 optimizer.build(self.model.trainable_variables)
-            self._optimizer_state = [v.numpy() for v in optimizer.variables]
+            self._optimizer_state = _read(optimizer.variables)
         self.snapshot_epoch = epoch
 
     def _stop(self, batch: int, key: str, value: float, logs: dict[str, Any]) -> None:
@@ -124,7 +124,8 @@ class NanGuard(keras.callbacks.Callback):
         logs["stop_reason"] = self.stop_reason
         restored = ""
         if self._weights is not None:
-            self.model.set_weights(self._weights)
+            for variable, value in zip(self.model.weights, self._weights, strict=True):
+                variable.assign(value)
             self._restore_optimizer()
             restored = f"; weights restored from epoch {self.snapshot_epoch + 1}"
         if self.verbose:
@@ -140,3 +141,15 @@ class NanGuard(keras.callbacks.Callback):
             return
         for variable, value in zip(optimizer.variables, state, strict=True):
             variable.assign(value)
+
+
+def _read(variables: Sequence[Any]) -> list[Any]:
+    """The current values of ``variables``: TensorFlow tensors that later updates do not
+    change (the runtime copies a buffer on write while a read of it is alive); numpy copies
+    for a backend without ``read_value``."""
+    values = []
+    for variable in variables:
+        raw = getattr(variable, "value", variable)
+        read = getattr(raw, "read_value", None)
+        values.append(read() if read is not None else keras.ops.convert_to_numpy(variable))
+    return values

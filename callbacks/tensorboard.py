@@ -20,13 +20,19 @@ Event files go under ``<run_dir>/tensorboard/``:
 * the directory itself: the HParams session (the flattened config), so ``tensorboard --logdir``
   over a sweep's directory compares its jobs in the HParams dashboard.
 
-Per-step scalars are buffered in memory (a reference to Keras' logs dict per step) and written
-at epoch end by :class:`trainkit.tracking.events.ScalarWriter`, ~30 us per step. The reference
-is the dict every callback of the list receives, so keys that callbacks placed after this one
-write into it are written too. Epoch scalars and test scalars are written in ``after_stack``,
-once every callback of the stack (:func:`trainkit.stack.build_stack`) ran the hook: a key any of
-them adds (``best_epoch``, a user's own) is in them; in a plain ``model.fit(callbacks=[...])``
-they are written in the hook itself. Steps are the stack's clock (``self.clock``).
+Per-step scalars are buffered in memory (a reference to Keras' logs dict per step, about a
+microsecond on the training thread) and handed at epoch end to a background thread
+(:class:`trainkit.tracking.writer.WorkerThread`) that builds the event protos and writes them
+with :class:`trainkit.tracking.events.ScalarWriter`. The epoch scalars and the weight
+histograms go the same way (the training thread only copies the weights out, and reads the
+learning rate): no ``tf.summary`` call and no file write on the training thread at a batch or
+an epoch end. The thread is drained, and every file flushed, at the end of ``fit`` and of the
+job. The reference is the dict every callback of the list receives, so keys that callbacks
+placed after this one write into it are written too. Epoch scalars and test scalars are
+written in ``after_stack``, once every callback of the stack
+(:func:`trainkit.stack.build_stack`) ran the hook: a key any of them adds (``best_epoch``, a
+user's own) is in them; in a plain ``model.fit(callbacks=[...])`` they are written in the hook
+itself. Steps are the stack's clock (``self.clock``).
 
 Validation ``epoch_*`` scalars are the validation values of a training key (``val_loss`` is
 ``epoch_loss`` under ``validation/``); other ``val_*`` keys keep their name (Timing's
@@ -47,8 +53,9 @@ from callbacks.base import TrainkitCallback
 from trainkit.context import JobStatus
 from trainkit.tracking import plots
 from trainkit.tracking.evaluation import confusion_on_test_split
-from trainkit.tracking.events import ScalarWriter, is_number, write_histogram
+from trainkit.tracking.events import ScalarWriter, histogram_summary, is_number
 from trainkit.tracking.flatten import flatten, redact_config
+from trainkit.tracking.writer import WorkerThread
 
 log = logging.getLogger("trainkit.tracking")
 
@@ -105,8 +112,18 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
         self._hparams_metrics_written = False
         self._session_started = False
         self._confusion_written = False
+        self._thread: WorkerThread | None = None
 
     uses_clock = True
+
+    def _background(self) -> WorkerThread:
+        if self._thread is None:
+            self._thread = WorkerThread("trainkit-tensorboard")
+        return self._thread
+
+    def _drain(self) -> None:
+        if self._thread is not None:
+            self._thread.drain(timeout=120.0)
 
     @property
     def async_safe(self) -> bool:  # type: ignore[override]
@@ -183,10 +200,14 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
         super().on_epoch_begin(epoch, logs)
 
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        super().on_train_batch_begin(batch, logs)  # the profiler's batch range
+        if self._should_trace:
+            super().on_train_batch_begin(batch, logs)  # the profiler's batch range
+        else:
+            self._global_train_batch += 1
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        super().on_train_batch_end(batch, None)  # graph once, profiler stop; no per-call scalars
+        if self._should_trace or self._should_write_train_graph:
+            super().on_train_batch_end(batch, None)  # graph once, profiler stop; no scalars
         every = self.log_every_n_steps
         if every <= 0 or logs is None:
             return
@@ -197,14 +218,24 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
 
     def _log_weights(self, epoch: int) -> None:
         # Keras writes histograms with tf.summary.histogram, whose TF-side bucketing takes
-        # 2.5 s (15 s on first trace) for AlexNet's 37 M-weight fc1 on this CPU; numpy's
-        # histogram of the same array takes 0.2 s. Same tags and format as Keras's.
-        with self._train_writer.as_default():
-            for layer in self.model.layers:
-                for weight in layer.weights:
-                    tag = f"{weight.path.replace(':', '_')}/histogram"
-                    write_histogram(tag, keras.ops.convert_to_numpy(weight), step=epoch)
-            self._train_writer.flush()
+        # 2.5 s (15 s on first trace) for AlexNet's 37 M-weight fc1 on this CPU. Here the
+        # training thread only copies the weights out; the background thread buckets them with
+        # numpy (0.2 s for fc1) and writes the events. Same tags and format as Keras's.
+        weights = [
+            (f"{weight.path.replace(':', '_')}/histogram", keras.ops.convert_to_numpy(weight))
+            for layer in self.model.layers
+            for weight in layer.weights
+        ]
+        # Writers are made on this thread only: two threads making one would make two files.
+        writer = self._scalars("train")
+        self._background().submit(self._write_histograms, writer, weights, epoch)
+
+    @staticmethod
+    def _write_histograms(
+        writer: ScalarWriter, weights: list[tuple[str, np.ndarray]], epoch: int
+    ) -> None:
+        for tag, values in weights:
+            writer.write_summary(histogram_summary(tag, values), step=epoch)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self.in_stack:  # in a stack: after_stack, once every callback has run
@@ -224,10 +255,7 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
             self._end_of_training()
 
     def _record_epoch(self, epoch: int, logs: dict[str, Any] | None) -> None:
-        rows, self._batch_rows = self._batch_rows, []
-        rows = [(step, row) for step, row in rows if row]
-        if rows:
-            self._scalars("train").write(rows, prefix="batch_")
+        self._submit_rows()
         numeric = {k: v for k, v in (logs or {}).items() if is_number(v)}
         super().on_epoch_end(epoch, numeric)
         if not self._hparams_metrics_written:
@@ -237,11 +265,31 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
         # Keras writes every val_* key under validation/ without its prefix: val_time would be
         # validation's epoch_time, beside train's epoch_time that is another thing. Only the
         # validation values of a training key lose the prefix; val_time stays epoch_val_time.
-        renamed = {
-            (f"val_{k}" if k.startswith("val_") and k[4:] not in logs else k): v
-            for k, v in logs.items()
+        if not logs:
+            return
+        train = {k: v for k, v in logs.items() if not k.startswith("val_")}
+        validation = {
+            (k[4:] if k[4:] in logs else k): v for k, v in logs.items() if k.startswith("val_")
         }
-        super()._log_epoch_metrics(epoch, renamed)
+        train = self._collect_learning_rate(train)  # Keras's epoch_learning_rate
+        # Keras's tags (epoch_<key>) under train/ and validation/, written off this thread.
+        thread = self._background()
+        if train:
+            thread.submit(self._scalars("train").write, [(epoch, train)], "epoch_")
+        if validation:
+            thread.submit(self._scalars("validation").write, [(epoch, validation)], "epoch_")
+
+    def _submit_rows(self) -> None:
+        """Hand the buffered batch rows to the background thread."""
+        rows, self._batch_rows = self._batch_rows, []
+        if rows:
+            self._background().submit(self._write_rows, self._scalars("train"), rows)
+
+    @staticmethod
+    def _write_rows(writer: ScalarWriter, rows: list[tuple[int, dict[str, Any]]]) -> None:
+        rows = [(step, row) for step, row in rows if row]
+        if rows:
+            writer.write(rows, prefix="batch_")
 
     def _write_hparams_config(self, logs: dict[str, Any]) -> None:
         if not self._session_started:
@@ -271,10 +319,8 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
         if self._pending_epoch is not None:  # a callback after us raised at epoch end
             self._record_epoch(*self._pending_epoch)
             self._pending_epoch = None
-        rows, self._batch_rows = self._batch_rows, []
-        rows = [(step, row) for step, row in rows if row]
-        if rows:  # a fit stopped mid-epoch
-            self._scalars("train").write(rows, prefix="batch_")
+        self._submit_rows()  # a fit stopped mid-epoch
+        self._drain()
         if self._is_tracing:
             self._stop_trace()
         for writer in self._writers.values():
@@ -354,6 +400,9 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
                 self._scalars(".").write_summary(hparams_summary.session_end_pb(code))
         except Exception as exc:  # on_job_end must not raise
             log.warning("TensorBoard: end-of-job summaries failed: %s: %s", type(exc).__name__, exc)
+        if self._thread is not None:
+            self._thread.close()
+            self._thread = None
         for writer in [*self._writers.values(), *self._scalar_writers.values()]:
             try:
                 writer.close()

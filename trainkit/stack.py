@@ -11,12 +11,20 @@ record them (:class:`~trainkit.context.LogsObserver`), so a key written by the l
 reaches the loggers placed before it (``on_train_end`` too: the model is final only after every
 callback's ``on_train_end``). Keras sets no params on a ``CallbackList`` it is given:
 call :meth:`Stack.for_fit`, :meth:`Stack.for_evaluate` or :meth:`Stack.for_predict` first.
+
+Batch hooks are the hot path (a GPU step of a small model takes about a millisecond): the stack
+calls only the batch hooks a callback overrides, not Keras's no-op defaults; when the hook
+profiler is in the stack, the stack's loop times them itself (one clock read a call). Keras's
+async dispatch of batch-end hooks (when every callback is ``async_safe``) is kept where a GPU
+or TPU is visible, with one worker thread so hooks run in step order; on a CPU the hooks run
+inline, which costs less than handing them to a thread (measured in ``docs/benchmarks.md``).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import inspect
+import time
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -194,6 +202,7 @@ class Stack(keras.callbacks.CallbackList):
             if isinstance(callback, TrainkitCallback):
                 callback.set_clock(self.clock)
         self._observers = [cb for cb in self.user_callbacks if isinstance(cb, LogsObserver)]
+        self._after_batch = tuple(observer.after_stack for observer in self._observers)
         shows_progress = any(
             isinstance(cb, ShowsProgress) and cb.replaces_keras_progress
             for cb in self.user_callbacks
@@ -204,6 +213,14 @@ class Stack(keras.callbacks.CallbackList):
             add_progbar=not shows_progress,
             model=model,
         )
+        self._bind_batch_hooks()
+        if not _on_accelerator():
+            # Keras hands batch-end hooks to a thread when every callback allows it, so that a
+            # GPU step's logs are turned into floats off the training thread. On a CPU the step
+            # is done when train_function returns: submitting to the thread costs more (about
+            # 70 us a step on this machine, against 56 us for the whole dispatch done inline)
+            # and the worker then competes for the GIL. So: inline on CPUs.
+            self._async_train = self._async_test = self._async_predict = False
 
     @property
     def shows_progress(self) -> bool:
@@ -227,7 +244,72 @@ class Stack(keras.callbacks.CallbackList):
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self.clock.train_begin(self.params, self.model)
+        self._bind_batch_hooks()
         super().on_train_begin(logs)
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._bind_batch_hooks()
+        super().on_test_begin(logs)
+
+    def on_predict_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._bind_batch_hooks()
+        super().on_predict_begin(logs)
+
+    # -- batch hooks: the hot path --------------------------------------------------------------
+
+    def _bind_batch_hooks(self) -> None:
+        """Per batch hook, the bound methods of the callbacks that do something in it.
+
+        Keras's ``CallbackList`` calls every callback's hook at every batch, Keras's no-op
+        defaults included (History's, most loggers' ``on_train_batch_begin``): a Python call
+        each. The stack calls only the hooks a callback overrides (Keras marks its defaults
+        ``_is_default``; the default of ``on_train_batch_end`` forwards to the legacy
+        ``on_batch_end``, so overriding either counts), in the list's order. Bound at each
+        ``on_*_begin``, after the hook profiler has wrapped what it times.
+        """
+        legacy = {"on_train_batch_begin": "on_batch_begin", "on_train_batch_end": "on_batch_end"}
+        self._batch_hooks = {}
+        for hook in _BATCH_HOOKS:
+            bound: list[Any] = []
+            timed: list[tuple[Any, Any]] = []
+            for callback in self.callbacks:
+                method = getattr(callback, hook)
+                old = legacy.get(hook)
+                if not getattr(method, "_is_default", False) or (
+                    old is not None and not getattr(getattr(callback, old), "_is_default", False)
+                ):
+                    bound.append(method)
+                    # The hook profiler's wrapper: the loop below times the method itself.
+                    timed.append(getattr(method, "trainkit_timed", (method, None)))
+            if any(stats is not None for _, stats in timed):
+                self._batch_hooks[hook] = _TimedHooks(timed)
+            else:
+                self._batch_hooks[hook] = tuple(bound)
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        hooks = self._batch_hooks["on_train_batch_begin"]
+        if hooks:
+            _run(hooks, batch, _pythonify(logs))
+
+    def on_test_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        hooks = self._batch_hooks["on_test_batch_begin"]
+        if hooks:
+            _run(hooks, batch, _pythonify(logs))
+
+    def on_predict_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        hooks = self._batch_hooks["on_predict_batch_begin"]
+        if hooks:
+            _run(hooks, batch, _pythonify(logs))
+
+    def _on_test_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        hooks = self._batch_hooks["on_test_batch_end"]
+        if hooks:
+            _run(hooks, batch, _pythonify(logs))
+
+    def _on_predict_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        hooks = self._batch_hooks["on_predict_batch_end"]
+        if hooks:
+            _run(hooks, batch, _pythonify(logs))
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.clock.epoch_begin(epoch)
@@ -235,11 +317,10 @@ class Stack(keras.callbacks.CallbackList):
 
     def _on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self.clock.batch_end(batch)
-        logs = pythonify_logs(logs)
-        for callback in self.callbacks:
-            callback.on_train_batch_end(batch, logs=logs)
-        for observer in self._observers:
-            observer.after_stack("on_train_batch_end", batch, logs)
+        logs = _pythonify(logs)
+        _run(self._batch_hooks["on_train_batch_end"], batch, logs)
+        for after_stack in self._after_batch:
+            after_stack("on_train_batch_end", batch, logs)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self._async_train:
@@ -301,6 +382,78 @@ class Stack(keras.callbacks.CallbackList):
                 name = getattr(callback, "trainkit_name", type(callback).__name__)
                 problems.append(f"{name}: {exc.__class__.__name__}: {exc}")
         return problems
+
+
+class _TimedHooks:
+    """Batch hooks some of which the hook profiler times, called in one loop that reads the
+    clock once per call (the end of one call is the start of the next) and adds to the
+    profiler's stats ``[calls, total, max]``: no wrapper frame per hook."""
+
+    __slots__ = ("pairs",)
+
+    def __init__(self, pairs: list[tuple[Any, Any]]) -> None:
+        self.pairs = tuple(pairs)
+
+    def __bool__(self) -> bool:
+        return bool(self.pairs)
+
+    def __call__(self, batch: int, logs: dict[str, Any]) -> None:
+        clock = time.perf_counter
+        start = clock()
+        for method, stats in self.pairs:
+            method(batch, logs=logs)
+            end = clock()
+            if stats is not None:
+                elapsed = end - start
+                stats[0] += 1
+                stats[1] += elapsed
+                if elapsed > stats[2]:
+                    stats[2] = elapsed
+            start = end
+
+
+_BATCH_HOOKS = (
+    "on_train_batch_begin",
+    "on_train_batch_end",
+    "on_test_batch_begin",
+    "on_test_batch_end",
+    "on_predict_batch_begin",
+    "on_predict_batch_end",
+)
+
+
+def _pythonify(logs: Any) -> dict[str, Any]:
+    """Keras's ``pythonify_logs`` (keys sorted, values as Python floats), in half the time for
+    the usual batch logs (scalar tensors): ``float()`` on each value directly. Anything else
+    (a nested dict, an array of outputs, a string) goes to Keras's own function."""
+    if not logs:
+        return {}
+    out = {}
+    try:
+        for key in sorted(logs):
+            value = logs[key]
+            out[key] = value if type(value) is float else float(value)
+    except (TypeError, ValueError):
+        return pythonify_logs(logs)
+    return out
+
+
+def _on_accelerator() -> bool:
+    """Whether TensorFlow sees a GPU (or TPU): then Keras's async batch dispatch pays off."""
+    try:
+        import tensorflow as tf
+
+        return bool(tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("TPU"))
+    except Exception:  # noqa: BLE001 - another backend, or no TensorFlow: keep Keras's choice
+        return True
+
+
+def _run(hooks: Any, batch: int, logs: dict[str, Any]) -> None:
+    if hooks.__class__ is tuple:
+        for hook in hooks:
+            hook(batch, logs=logs)
+    else:
+        hooks(batch, logs)
 
 
 def _chief_only(callback: keras.callbacks.Callback) -> bool:

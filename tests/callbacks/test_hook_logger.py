@@ -130,3 +130,43 @@ def test_is_a_trainkit_callback_without_context(tmp_path, monkeypatch, tiny_mode
     tiny_model().fit(x, y, epochs=1, callbacks=[logger], verbose=0)
     logger.close()
     assert read_events(tmp_path / "trainkit_run" / "events.jsonl")[0]["hook"] == "on_train_end"
+
+
+def test_rotation_bounds_the_files_and_keeps_every_line_in_order(tmp_path, tiny_model, tiny_data):
+    """With max_bytes the log rotates to events.jsonl.1 .. .keep: bounded, nothing reordered."""
+    x, y = tiny_data(64)
+    logger = HookLogger(max_bytes=4000, keep=2, block_size=16)
+    logger.set_context(RunContext(run_dir=tmp_path))
+    tiny_model().fit(x, y, batch_size=2, epochs=2, callbacks=[logger], verbose=0)
+    logger.close()
+    files = sorted(tmp_path.glob("events.jsonl*"))
+    assert [f.name for f in files] == ["events.jsonl", "events.jsonl.1", "events.jsonl.2"]
+    for f in files:
+        assert f.stat().st_size <= 4000
+    # oldest first: .2, .1, then the current file; together the newest events, in order
+    events = [e for f in reversed(files) for e in read_events(f)]
+    assert events[-1]["hook"] == "on_train_end"
+    times = [e["wall_time"] for e in events]
+    assert times == sorted(times)
+    ends = [e["batch"] for e in events if e["hook"] == "on_train_batch_end"]
+    assert ends == list(range(32 - len(ends), 32))  # the last ones, none missing
+
+
+def test_a_block_is_written_by_the_thread_at_epoch_end(tmp_path, tiny_model, tiny_data):
+    """The file holds an epoch's lines once that epoch has ended (written off the training
+    thread), and everything once fit has returned."""
+    seen = []
+
+    class Reader(TrainkitCallback):
+        def on_epoch_end(self, epoch, logs=None):
+            logger._writer.drain(10)
+            seen.append(len((tmp_path / "events.jsonl").read_text().splitlines()))
+
+    x, y = tiny_data(16)
+    logger = HookLogger()
+    logger.set_context(RunContext(run_dir=tmp_path))
+    tiny_model().fit(x, y, batch_size=2, epochs=2, callbacks=[logger, Reader()], verbose=0)
+    # set_model, set_params, on_train_begin, then per epoch: begin + 8 x 2 batch hooks + end
+    assert seen == [3 + 18, 3 + 36]
+    assert len((tmp_path / "events.jsonl").read_text().splitlines()) == 3 + 36 + 1
+    logger.close()

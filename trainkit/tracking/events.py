@@ -34,7 +34,10 @@ class ScalarWriter:
 
     def __init__(self, logdir: Path, suffix: str = ".trainkit") -> None:
         Path(logdir).mkdir(parents=True, exist_ok=True)
-        self._writer = EventFileWriter(str(logdir), flush_secs=30, filename_suffix=suffix)
+        # A deep queue: the caller (a background thread) seldom waits for the file thread.
+        self._writer = EventFileWriter(
+            str(logdir), max_queue_size=1024, flush_secs=30, filename_suffix=suffix
+        )
 
     def write(self, rows: Iterable[tuple[int, Mapping[str, float]]], prefix: str = "") -> int:
         count = 0
@@ -83,6 +86,23 @@ def histogram_buckets(values: np.ndarray, bins: int = 30) -> np.ndarray:
         return np.array([[low - 0.5, high + 0.5, float(finite.size)]], dtype=np.float64)
     counts, edges = np.histogram(finite, bins=bins, range=(low, high))
     return np.stack([edges[:-1], edges[1:], counts.astype(np.float64)], axis=1)
+
+
+def histogram_summary(tag: str, values: np.ndarray, bins: int = 30) -> Summary:
+    """A histogram Summary proto, as ``tf.summary.histogram`` writes it (the histogram plugin's
+    ``(bins, 3)`` float64 tensor), built in Python: no TensorFlow op, safe off the main thread."""
+    from tensorboard.plugins.histogram import metadata
+    from tensorboard.util import tensor_util
+
+    return Summary(
+        value=[
+            Summary.Value(
+                tag=tag,
+                metadata=metadata.create_summary_metadata(display_name=None, description=None),
+                tensor=tensor_util.make_tensor_proto(histogram_buckets(values, bins)),
+            )
+        ]
+    )
 
 
 def write_histogram(tag: str, values: np.ndarray, step: int, bins: int = 30) -> None:

@@ -249,3 +249,75 @@ class BackgroundWriter:
 def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:200] if text else ''}"
+
+
+class WorkerThread:
+    """One daemon thread that runs submitted jobs in order, off the training thread.
+
+    What the TensorBoard logger and the hook logger write (event protos, JSON lines, files) is
+    handed over here in blocks: the training thread only appends ``(fn, args)`` to a deque and
+    sets an event, once per block, not once per step. Jobs run in submission order, so files
+    keep the order of the hooks. :meth:`drain` waits until every job submitted so far has run
+    (the flush at train end, test end and job end); :meth:`close` drains and stops the thread.
+    A job that raises is logged once and does not stop the jobs after it.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._jobs: deque[tuple[Callable[..., Any], tuple[Any, ...]]] = deque()
+        self._wake = threading.Event()
+        self._done = threading.Condition()
+        self._submitted = 0  # written by the submitting thread only
+        self._finished = 0  # written by the worker, under _done
+        self._closed = False
+        self._warned = False
+        self._thread: threading.Thread | None = None
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> None:
+        if self._closed:  # after close: run it here, nothing is lost
+            self._run(fn, args)
+            return
+        self._jobs.append((fn, args))
+        self._submitted += 1
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name=self.name, daemon=True)
+            self._thread.start()
+        self._wake.set()
+
+    def drain(self, timeout: float | None = None) -> bool:
+        """Wait until the jobs submitted so far have run; False on timeout."""
+        target = self._submitted
+        if self._thread is None:
+            return True
+        with self._done:
+            return self._done.wait_for(lambda: self._finished >= target, timeout)
+
+    def close(self, timeout: float | None = 60.0) -> None:
+        self._closed = True
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        while self._jobs:  # the thread is gone (or never ran): finish here
+            fn, args = self._jobs.popleft()
+            self._run(fn, args)
+
+    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        try:
+            fn(*args)
+        except Exception as exc:  # a writer must never take the job down
+            if not self._warned:
+                self._warned = True
+                log.warning("%s: writing failed: %s", self.name, _short(exc))
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            while self._jobs:
+                fn, args = self._jobs.popleft()
+                self._run(fn, args)
+                with self._done:
+                    self._finished += 1
+                    self._done.notify_all()
+            if self._closed and not self._jobs:
+                return
