@@ -1,23 +1,35 @@
 """How long ``python run.py model=alexnet callbacks=full`` takes to reach its first step.
 
-    python benchmarks/startup.py [overrides ...]
+    python benchmarks/startup.py [--rounds N] [--importtime] [overrides ...]
 
-Two measurements:
+``run.py`` runs as a user starts it (the given overrides, default ``model=alexnet
+callbacks=full``, a fresh run directory), in a folder that holds two helpers on its
+``PYTHONPATH``: a ``sitecustomize`` that timestamps the job's functions as the process calls
+them (``quiet_tensorflow``, ``check_callbacks``, ``make_strategy``, ``data.load``,
+``build_model``, ``compile_model``, ``instantiate_callbacks``, ``build_stack``), and a probe
+callback, last in the stack, that timestamps ``on_train_begin`` and the first step, then ends
+the process. The split is of that one process, in the job's order:
 
-1. **End to end**: ``run.py`` with the given overrides (default ``model=alexnet
-   callbacks=full``) runs as a user starts it, plus one probe callback that writes the time of
-   the first training step's end and stops the process there. The figure is that time minus
-   the moment the process was started.
-2. **The split**, in this process, calling what the job calls in the job's order: imports
-   (TensorFlow, Keras, MLflow, Hydra, trainkit), config (Hydra compose), data
-   (``trainkit.data.load``), model build, compile, then the first ``fit`` step (graph tracing
-   and the step itself), with the callbacks of the chosen stack.
+* python start: from the command to the interpreter running ``sitecustomize``;
+* run.py + Hydra: run.py's imports, Hydra's composition of the config and the job's check of
+  it (before TensorFlow);
+* TensorFlow + Keras import (``trainkit.runtime.quiet_tensorflow``);
+* callback imports: the import of every callback's module (MLflow's among them);
+* seed, precision, strategy; data; model build; compile; callbacks (instantiated, stacked);
+* fit start: Keras's set-up and every callback's ``on_train_begin`` (the MLflow run opens);
+* trace + first step: from the first ``on_train_batch_begin`` to its ``on_train_batch_end``.
+
+The MLflow store is created by the first round (a new SQLite file: MLflow creates its tables)
+and reused by the next, as a user's second run reuses ``mlflow.db``: rounds after the first
+are the usual case. ``--importtime`` reruns once with ``python -X importtime`` and lists the
+modules that took longest to import before the first step.
 
 Target (issue 13): under 15 s end to end on this machine.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -29,110 +41,173 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT = ["model=alexnet", "callbacks=full"]
 
+SITECUSTOMIZE = """
+import importlib.abc, importlib.util, os, sys, time
+
+MARKS = []
+MARKS.append(("interpreter", time.time()))
+TARGETS = {
+    "trainkit.runtime": ["quiet_tensorflow", "configure"],
+    "trainkit.job": ["main", "check_callbacks", "compile_model"],
+    "trainkit.data": ["load"],
+    "trainkit.models": ["build_model"],
+    "trainkit.distribute": ["make_strategy"],
+    "trainkit.stack": ["instantiate_callbacks", "build_stack"],
+}
+
+
+def _wrap(module, name):
+    function = getattr(module, name)
+
+    def wrapper(*args, **kwargs):
+        MARKS.append((name + ">", time.time()))
+        try:
+            return function(*args, **kwargs)
+        finally:
+            MARKS.append((name + "<", time.time()))
+
+    setattr(module, name, wrapper)
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name not in TARGETS:
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        execute = spec.loader.exec_module
+
+        def exec_module(module):
+            execute(module)
+            for function in TARGETS[name]:
+                _wrap(module, function)
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+if os.environ.get("STARTUP_PROBE_OUT"):
+    sys.meta_path.insert(0, _Finder())
+"""
+
 PROBE = '''
-import json, os, time
+import json, os, sys, time
 import keras
 
+
 class FirstStep(keras.callbacks.Callback):
-    """Writes the wall-clock time of the first train step's end, then ends the process."""
+    """Timestamps on_train_begin and the first step; writes the marks and ends the process."""
+
+    def on_train_begin(self, logs=None):
+        sys.modules["sitecustomize"].MARKS.append(("on_train_begin", time.time()))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        sys.modules["sitecustomize"].MARKS.append(("first_step>", time.time()))
 
     def on_train_batch_end(self, batch, logs=None):
+        marks = sys.modules["sitecustomize"].MARKS
+        marks.append(("first_step<", time.time()))
         with open(os.environ["STARTUP_PROBE_OUT"], "w") as out:
-            json.dump({"first_step_end": time.time()}, out)
+            json.dump(marks, out)
         os._exit(0)
 '''
 
-
-def end_to_end(overrides: list[str]) -> float:
-    with tempfile.TemporaryDirectory(prefix="trainkit-startup-") as tmp:
-        (Path(tmp) / "startup_probe.py").write_text(PROBE)
-        out = Path(tmp) / "probe.json"
-        env = {**os.environ, "PYTHONPATH": tmp, "STARTUP_PROBE_OUT": str(out)}
-        command = [
-            sys.executable,
-            str(ROOT / "run.py"),
-            *overrides,
-            "+callbacks.zz_first_step._target_=startup_probe.FirstStep",
-            f"hydra.run.dir={tmp}/run",
-            f"tracking.uri=sqlite:///{tmp}/mlflow.db",
-        ]
-        start = time.time()
-        subprocess.run(command, cwd=tmp, env=env, capture_output=True, check=False)
-        if not out.exists():
-            raise SystemExit("run.py ended before its first step: " + " ".join(command))
-        return json.loads(out.read_text())["first_step_end"] - start
+# (phase, from mark, to mark): consecutive, so the phases add up to the whole.
+PHASES = [
+    ("python start", "command", "interpreter"),
+    ("run.py imports + Hydra config + config check", "interpreter", "quiet_tensorflow>"),
+    ("TensorFlow + Keras import", "quiet_tensorflow>", "quiet_tensorflow<"),
+    ("callback imports", "quiet_tensorflow<", "check_callbacks<"),
+    ("seed, precision, strategy", "check_callbacks<", "make_strategy<"),
+    ("data", "make_strategy<", "load<"),
+    ("model build", "load<", "build_model<"),
+    ("compile", "build_model<", "compile_model<"),
+    ("callbacks (instantiate, stack)", "compile_model<", "build_stack<"),
+    ("fit start (callbacks' on_train_begin)", "build_stack<", "first_step>"),
+    ("trace + first step", "first_step>", "first_step<"),
+]
 
 
-def split(overrides: list[str]) -> list[tuple[str, float]]:
-    phases: list[tuple[str, float]] = []
-    mark = time.perf_counter()
+def run_once(
+    overrides: list[str], folder: Path, round_index: int, importtime: bool = False
+) -> tuple[dict[str, float], str]:
+    """One run.py to its first step; the marks (first occurrence of each) and its stderr."""
+    out = folder / f"marks-{round_index}.json"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(folder), str(ROOT)]),
+        "STARTUP_PROBE_OUT": str(out),
+    }
+    command = [
+        sys.executable,
+        *(["-X", "importtime"] if importtime else []),
+        str(ROOT / "run.py"),
+        *overrides,
+        "+callbacks.zz_first_step._target_=startup_probe.FirstStep",
+        f"hydra.run.dir={folder}/run-{round_index}",
+        f"tracking.uri=sqlite:///{folder}/mlflow.db",
+    ]
+    start = time.time()
+    done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
+    if not out.exists():
+        raise SystemExit(f"run.py ended before its first step:\n{done.stderr[-3000:]}")
+    marks: dict[str, float] = {"command": start}
+    for name, when in json.loads(out.read_text()):
+        marks.setdefault(name, when)
+    return marks, done.stderr
 
-    def lap(name: str) -> None:
-        nonlocal mark
-        now = time.perf_counter()
-        phases.append((name, now - mark))
-        mark = now
 
-    import keras
-    import mlflow  # noqa: F401
-    import tensorflow  # noqa: F401
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
+def split(marks: dict[str, float]) -> list[tuple[str, float]]:
+    return [(name, marks[b] - marks[a]) for name, a, b in PHASES if a in marks and b in marks]
 
-    from trainkit import job, runtime
-    from trainkit.context import JobStatus, RunContext
-    from trainkit.data import load as load_data
-    from trainkit.models import build_model, resolve_input_shape
-    from trainkit.stack import build_stack
 
-    lap("imports")
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    trainer = cfg.trainer
-    runtime.configure(OmegaConf.to_container(trainer, resolve=True))
-    lap("config")
-    shape = resolve_input_shape(cfg.model.name, cfg.data.get("image_size"))
-    data = load_data(
-        OmegaConf.to_container(cfg.data, resolve=True),
-        image_size=shape[:2],
-        batch_size=int(trainer.batch_size),
-        seed=int(trainer.seed),
-    )
-    lap("data")
-    model = build_model(cfg.model.name, data.num_classes, input_shape=shape)
-    lap("model build")
-    job.compile_model(model, cfg, data.num_classes)
-    lap("compile")
-    with tempfile.TemporaryDirectory(prefix="trainkit-startup-") as tmp:
-        context = RunContext(
-            run_dir=tmp,
-            model_name=cfg.model.name,
-            class_names=data.class_names,
-            batch_size=data.batch_size,
-            tracking={"uri": f"sqlite:///{tmp}/mlflow.db", "log_model": False},
-        )
-        stack = build_stack(cfg.get("callbacks"), context, model)
-        lap("callbacks")
-        model.fit(data.train, epochs=1, steps_per_epoch=1, callbacks=stack.for_fit(1, 1))
-        lap("trace + first step")
-        stack.end_job(JobStatus.FINISHED)
-    keras.backend.clear_session()
-    return phases
+def slowest_imports(stderr: str, top: int = 15) -> list[tuple[str, float]]:
+    """Modules by cumulative import time (``-X importtime``), the outermost ones only."""
+    rows: list[tuple[str, float]] = []
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or "cumulative" in line:
+            continue
+        _self, cumulative, name = line[len("import time:") :].split("|")
+        depth = (len(name) - len(name.lstrip(" "))) // 2
+        if depth == 0:
+            rows.append((name.strip(), int(cumulative) / 1e6))
+    return sorted(rows, key=lambda row: -row[1])[:top]
 
 
 def main(argv: list[str] | None = None) -> int:
-    overrides = (argv if argv is not None else sys.argv[1:]) or DEFAULT
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2, help="runs; the first creates the store")
+    parser.add_argument("--importtime", action="store_true", help="list the slowest imports")
+    args, overrides = parser.parse_known_args(argv)
+    overrides = overrides or DEFAULT
     from rich.console import Console
     from rich.table import Table
 
-    total = end_to_end(overrides)
-    phases = split(overrides)
-    table = Table("phase", "seconds", title=f"start-up: run.py {' '.join(overrides)}")
-    for name, seconds in phases:
-        table.add_row(name, f"{seconds:.1f}")
-    table.add_row("sum of the phases (in this process)", f"{sum(s for _, s in phases):.1f}")
-    table.add_row("end to end: process start to first step (run.py)", f"{total:.1f}")
-    Console().print(table)
+    with tempfile.TemporaryDirectory(prefix="trainkit-startup-") as tmp:
+        folder = Path(tmp)
+        (folder / "sitecustomize.py").write_text(SITECUSTOMIZE)
+        (folder / "startup_probe.py").write_text(PROBE)
+        rounds = [split(run_once(overrides, folder, i)[0]) for i in range(args.rounds)]
+        stderr = (
+            run_once(overrides, folder, args.rounds, importtime=True)[1] if args.importtime else ""
+        )
+
+    names = [name for name, _ in rounds[0]]
+    headers = ["phase", "new store (s)", *[f"round {i + 1} (s)" for i in range(1, len(rounds))]]
+    table = Table(*headers, title=f"start-up: run.py {' '.join(overrides)}")
+    for index, name in enumerate(names):
+        table.add_row(name, *[f"{r[index][1]:.1f}" for r in rounds])
+    table.add_row("command to first step", *[f"{sum(s for _, s in r):.1f}" for r in rounds])
+    console = Console()
+    console.print(table)
+    if stderr:
+        imports = Table("module (outermost)", "cumulative import s", title="slowest imports")
+        for name, seconds in slowest_imports(stderr):
+            imports.add_row(name, f"{seconds:.2f}")
+        console.print(imports)
     return 0
 
 

@@ -11,15 +11,42 @@ precision policy. The first call of each (tracing the tf.function) is excluded a
 "warm-up". Throughput on a shared CPU varies from run to run: compare models within one run.
 The whole zoo at 96 px takes about 8 minutes on 2 cores (a few seconds to a minute per model,
 mostly tracing); pass ``--models`` to time a few.
+
+``--vs-keras`` measures instead, per model, training on the job's data (digits at
+``--image-size``, ``--limit`` training images, batch ``--batch-size``, one precision):
+
+* plain Keras: the model built and compiled as the job does (Adam, the same metrics), then
+  ``model.fit(train, epochs=1, steps_per_epoch=S)`` with no callbacks, timed whole; the first
+  fit (tracing) is not counted, the best of the next ``--epochs - 1`` is;
+* ``python run.py ... callbacks=none`` and ``callbacks=full`` (``--epochs`` epochs, the model
+  not logged), timed by a probe callback placed last that has only epoch and test hooks: the
+  training phase of each epoch (its ``on_epoch_begin`` to the validation's ``on_test_begin``,
+  every batch hook of the stack inside), the best epoch after the first.
+
+Each is given in images per second of wall time and per second of the process's CPU time (all
+its threads, the tracking writers' included): on a shared machine the wall figures move with
+the other work, the CPU ones much less.
+
+and the achieved training FLOP/s of plain Keras, ``3 x 2 x MACs`` per image (forward, and twice
+that for the backward pass), as a fraction of this machine's matmul peak in the matching dtype
+(``benchmarks/peak.py``: float32 for ``float32``, bfloat16 for the mixed policies), measured at
+the start of the run under the same load.
+
+    python benchmarks/zoo.py --vs-keras --models mobilenet_v2 inception_v1 --image-size 64
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
+import subprocess
+import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -27,6 +54,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # this checkout's trainkit and benchmarks, whatever is installed
 
 from trainkit.models import available_models, build_model, get_spec  # noqa: E402
 from trainkit.models.complexity import count_macs  # noqa: E402
@@ -99,6 +129,205 @@ def table(results: list[Result], policies, batch_size: int, steps: int) -> Table
     return out
 
 
+# -- trainkit against plain Keras ------------------------------------------------------------
+
+PROBE = '''
+import json, os, time
+import keras
+
+
+class EpochTimes(keras.callbacks.Callback):
+    """Wall and process CPU seconds of each epoch's training phase (on_epoch_begin to the
+    validation's start)."""
+
+    def __init__(self):
+        super().__init__()
+        self.started = None
+        self.seconds = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = (time.perf_counter(), time.process_time())
+
+    def on_test_begin(self, logs=None):
+        if self.started is not None:
+            wall, cpu = self.started
+            self.seconds.append([time.perf_counter() - wall, time.process_time() - cpu])
+            self.started = None
+            with open(os.environ["ZOO_PROBE_OUT"], "w") as out:
+                json.dump(self.seconds, out)
+'''
+
+
+@dataclass
+class Versus:
+    name: str
+    size: int
+    precision: str
+    steps: int
+    batch_size: int
+    gmacs: float = 0.0
+    keras: float = 0.0  # images / s
+    none: float = 0.0
+    full: float = 0.0
+    keras_cpu: float = 0.0  # images / CPU-second of the process (all its threads)
+    none_cpu: float = 0.0
+    full_cpu: float = 0.0
+    peak_gflops: float = 0.0
+
+    @property
+    def achieved_gflops(self) -> float:
+        return self.keras * 3 * 2 * self.gmacs  # (forward + backward) FLOPs per image x img/s
+
+    def row(self) -> list[str]:
+        def ratio(value: float) -> str:
+            return f"{value:.1f} ({value / self.keras:.2f}x)" if self.keras else f"{value:.1f}"
+
+        return [
+            self.name,
+            str(self.size),
+            self.precision,
+            f"{self.gmacs:.3f}",
+            f"{self.keras:.1f}",
+            ratio(self.none),
+            ratio(self.full),
+            f"{self.keras_cpu:.1f} / {self.none_cpu:.1f} ({self.none_cpu / self.keras_cpu:.2f}x)"
+            f" / {self.full_cpu:.1f} ({self.full_cpu / self.keras_cpu:.2f}x)",
+            f"{self.achieved_gflops:.1f}",
+            f"{self.achieved_gflops / self.peak_gflops:.1%}" if self.peak_gflops else "-",
+        ]
+
+
+def data_config(size: int, limit: int) -> dict:
+    return {"name": "digits", "limit": limit, "image_size": size}
+
+
+def plain_keras(name: str, size: int, args, precision: str) -> tuple[float, float, float, int]:
+    """(images / s and images / CPU-s of the best timed ``fit`` epochs, GMACs, steps an
+    epoch) of plain Keras."""
+    from omegaconf import OmegaConf
+
+    from trainkit.data import load as load_data
+    from trainkit.job import compile_model
+
+    keras.mixed_precision.set_global_policy(precision)
+    keras.utils.set_random_seed(0)
+    data = load_data(
+        data_config(size, args.limit), image_size=(size, size), batch_size=args.batch_size, seed=0
+    )
+    model = build_model(name, data.num_classes, input_shape=size)
+    cfg = OmegaConf.create(
+        {
+            "optimizer": {"_target_": "keras.optimizers.Adam", "learning_rate": 1e-4},
+            "trainer": {"steps_per_execution": 1, "jit_compile": "auto"},
+        }
+    )
+    compile_model(model, cfg, data.num_classes)
+    steps = data.steps("train")
+    best, best_cpu = 0.0, 0.0
+    for epoch in range(args.epochs):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        model.fit(data.train, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
+        seconds, cpu = time.perf_counter() - start, time.process_time() - start_cpu
+        if epoch:  # the first fit traces the step
+            best = max(best, steps * args.batch_size / seconds)
+            best_cpu = max(best_cpu, steps * args.batch_size / cpu)
+    gmacs = count_macs(model) / 1e9
+    del model
+    keras.backend.clear_session()
+    keras.mixed_precision.set_global_policy("float32")
+    return best, best_cpu, gmacs, steps
+
+
+def run_py(
+    name: str, size: int, args, precision: str, stack: str, folder: Path, steps: int
+) -> tuple[float, float]:
+    """Images / s and images / CPU-s of the best epochs after the first of ``python run.py
+    ... callbacks=stack``."""
+    out = folder / f"{name}-{stack}.json"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(folder), str(ROOT)]),
+        "ZOO_PROBE_OUT": str(out),
+    }
+    command = [
+        sys.executable,
+        str(ROOT / "run.py"),
+        f"model={name}",
+        f"data.image_size={size}",
+        f"data.limit={args.limit}",
+        f"trainer.epochs={args.epochs}",
+        f"trainer.batch_size={args.batch_size}",
+        f"trainer.precision={precision}",
+        f"callbacks={stack}",
+        "+callbacks.zz_epoch_times._target_=zoo_probe.EpochTimes",
+        "tracking.log_model=false",
+        f"hydra.run.dir={folder}/{name}-{stack}",
+        f"tracking.uri=sqlite:///{folder}/mlflow.db",
+    ]
+    done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
+    if done.returncode or not out.exists():
+        raise SystemExit(f"run.py failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    seconds = json.loads(out.read_text())[1:]  # the first epoch traces the step
+    images = steps * args.batch_size
+    return max(images / wall for wall, _ in seconds), max(images / cpu for _, cpu in seconds)
+
+
+def versus(args) -> int:
+    from benchmarks.peak import peak_gflops
+
+    console = Console(width=max(Console().width, 180))  # a log file: the table's full width
+    precision = args.policies[0]
+    import tensorflow as tf
+
+    dtype = tf.float32 if precision == "float32" else tf.bfloat16
+    with console.status("measuring the matmul peak"):
+        peak = max(peak_gflops(dtype, 2048, 1.0, xla=False), peak_gflops(dtype, 2048, 1.0, True))
+    console.log(f"peak {dtype.name}: {peak:.0f} GFLOP/s")
+    results = []
+    with tempfile.TemporaryDirectory(prefix="trainkit-zoo-") as tmp:
+        folder = Path(tmp)
+        (folder / "zoo_probe.py").write_text(PROBE)
+        for name in args.models or ["alexnet", "mobilenet_v2", "inception_v1"]:
+            size = max(args.image_size, get_spec(name).min_size)
+            result = Versus(name, size, precision, 0, args.batch_size, peak_gflops=peak)
+            with console.status(f"{name}: plain Keras"):
+                measured = plain_keras(name, size, args, precision)
+                result.keras, result.keras_cpu, result.gmacs, result.steps = measured
+            for stack in ("none", "full"):
+                with console.status(f"{name}: run.py callbacks={stack}"):
+                    images = run_py(name, size, args, precision, stack, folder, result.steps)
+                    setattr(result, stack, images[0])
+                    setattr(result, f"{stack}_cpu", images[1])
+            console.log(
+                f"{name}: keras {result.keras:.1f}, none {result.none:.1f}, "
+                f"full {result.full:.1f} img/s"
+            )
+            results.append(result)
+    title = (
+        f"trainkit against plain Keras: digits, {args.limit} training images, batch "
+        f"{args.batch_size}, best epoch of {args.epochs - 1} after the first; peak "
+        f"{peak:.0f} GFLOP/s ({dtype.name})"
+    )
+    out = Table(title=title)
+    for column in (
+        "model",
+        "input",
+        "precision",
+        "GMACs",
+        "plain Keras img/s",
+        "run.py none img/s",
+        "run.py full img/s",
+        "img per CPU-s: Keras / none / full",
+        "achieved GFLOP/s",
+        "of peak",
+    ):
+        out.add_column(column, justify="left" if column == "model" else "right")
+    for result in results:
+        out.add_row(*result.row())
+    console.print(out)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", nargs="+", default=None, help="default: the whole zoo")
@@ -109,7 +338,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--classes", type=int, default=1000)
     parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
+    parser.add_argument("--vs-keras", action="store_true", help="trainkit against plain Keras")
+    parser.add_argument("--limit", type=int, default=640, help="--vs-keras: training images")
+    parser.add_argument("--epochs", type=int, default=3, help="--vs-keras: epochs (>= 2)")
     args = parser.parse_args(argv)
+    if args.vs_keras:
+        if args.policies == list(POLICIES):
+            args.policies = ["float32"]
+        return versus(args)
 
     console = Console()
     names = args.models or available_models()

@@ -16,7 +16,8 @@ MODES = ("auto", "min", "max")
 
 
 class Checkpoint(TrainkitCallback):
-    """Saves the whole model (architecture, weights, optimizer state) as ``.keras`` files.
+    """Saves the model (architecture and weights; the optimizer state only if asked) as
+    ``.keras`` files.
 
     Files in ``<run_dir>/<dirname>/``:
 
@@ -30,6 +31,14 @@ class Checkpoint(TrainkitCallback):
     Epoch checkpoints are written every ``every_n_epochs`` epochs. ``E`` is 1-based, as in
     Keras's messages. Each file is written under a temporary name and renamed, so an interrupt
     never leaves a truncated checkpoint; nothing is deleted when a run fails.
+
+    What a file holds: by default the architecture and every model variable, not the
+    optimizer's slots (``save_optimizer=False``): they are what a checkpoint is used for
+    (``model.weights=PATH``, ``task=predict checkpoint=PATH``, ``keras.saving.load_model``) and
+    Adam's two slots per weight would triple the file (AlexNet: 250 MB of weights, 750 MB with
+    Adam's state). Continuing a training exactly needs the optimizer state: that is the
+    backup's job (:class:`callbacks.backup.Backup`), which keeps it while the job runs.
+    ``save_optimizer=True`` writes it into every checkpoint too.
 
     Where the best model is: the attributes ``best_model_path`` (str, or None before the first
     monitored epoch), ``best_model_score``, ``best_k_models`` (path -> score),
@@ -57,6 +66,7 @@ class Checkpoint(TrainkitCallback):
         every_n_steps: the step-checkpoint period; None for none.
         keep_step_checkpoints: how many step checkpoints to keep; None for all.
         dirname: the folder under the run directory.
+        save_optimizer: also save the optimizer's state (slots, iteration count) in each file.
         verbose: 1 prints a line when a new best is saved.
 
     Example::
@@ -81,6 +91,7 @@ class Checkpoint(TrainkitCallback):
         every_n_steps: int | None = None,
         keep_step_checkpoints: int | None = None,
         dirname: str = "checkpoints",
+        save_optimizer: bool = False,
         verbose: int = 0,
     ) -> None:
         super().__init__()
@@ -94,6 +105,7 @@ class Checkpoint(TrainkitCallback):
         self.every_n_steps = int(every_n_steps) if every_n_steps else None
         self.keep_step_checkpoints = keep_step_checkpoints
         self.dirname = dirname
+        self.save_optimizer = bool(save_optimizer)
         self.verbose = verbose
         self._direction: str | None = None
         self._reset()
@@ -185,7 +197,10 @@ class Checkpoint(TrainkitCallback):
     def _save(self, name: str) -> Path:
         target = self.directory / name
         temporary = target.with_name(f".tmp-{target.name}")
-        self.model.save(temporary)
+        if self.save_optimizer:
+            self.model.save(temporary)
+        else:
+            save_without_optimizer(self.model, temporary)
         os.replace(temporary, target)
         return target
 
@@ -212,12 +227,41 @@ class Checkpoint(TrainkitCallback):
         self.step_model_paths = [p for p in state.get("step_model_paths", []) if Path(p).exists()]
 
 
+def save_without_optimizer(model: Any, path: str | os.PathLike) -> None:
+    """``model.save(path)`` (a ``.keras`` file: config, compile config, weights) without the
+    optimizer's variables.
+
+    Keras 3's ``.keras`` format has no ``include_optimizer`` switch: it saves every
+    ``KerasSaveable`` it reaches from the model, the optimizer included. For the length of the
+    save, the optimizer (and a loss-scale optimizer's inner one) saves nothing: the file then
+    holds its compile config but no slots, and ``keras.saving.load_model`` builds a fresh
+    optimizer (``compile=True``) or none (``compile=False``).
+    """
+    optimizers = []
+    optimizer = getattr(model, "optimizer", None)
+    while optimizer is not None and optimizer not in optimizers:
+        optimizers.append(optimizer)
+        optimizer = getattr(optimizer, "inner_optimizer", None)
+    for optimizer in optimizers:
+        optimizer.save_own_variables = _save_nothing  # an instance attribute: shadows the method
+    try:
+        model.save(path)
+    finally:
+        for optimizer in optimizers:
+            with contextlib.suppress(AttributeError):
+                del optimizer.save_own_variables
+
+
+def _save_nothing(store: Any) -> None:
+    """An optimizer's ``save_own_variables`` while a weights-only checkpoint is written."""
+
+
 def _copy_atomically(source: Path, target: Path) -> None:
     """``target`` becomes a copy of ``source``: a hard link where the file system allows.
 
     Checkpoint files are never written in place (always a new file renamed over the old), so
     two names for one file stay independent; a link saves rewriting a file that holds the
-    whole model and optimizer state (about 700 MB for AlexNet).
+    whole model (250 MB of weights for AlexNet, 750 MB with Adam's state).
     """
     temporary = target.with_name(f".tmp-{target.name}")
     _remove(str(temporary))

@@ -591,9 +591,9 @@ class MLflowLogger(TrainkitCallback):
         if ctx is not None and ctx.test_data is not None:
             for batch in ctx.test_data.take(1):
                 x = batch[0] if isinstance(batch, tuple | list) else batch
-                return np.asarray(x)[:2]
+                return np.asarray(x)[:1]  # one image: MLflow stores it twice, as JSON
         if ctx is not None and ctx.sample_images is not None:
-            return np.asarray(ctx.sample_images, dtype=np.float32)[:2]
+            return np.asarray(ctx.sample_images, dtype=np.float32)[:1]
         shape = getattr(self.model, "input_shape", None)
         if isinstance(shape, tuple) and all(d is not None for d in shape[1:]):
             return np.zeros((1, *shape[1:]), dtype=np.float32)

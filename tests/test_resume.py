@@ -35,6 +35,7 @@ JOB = [
     "trainer.seed=3",
     "callbacks=full",
     "callbacks.backup.save_every_n_steps=2",
+    "callbacks.backup.delete_on_success=false",  # final_weights reads the finished backup
     # the best weights of epochs before a resume are not in memory: compare the trained ones
     "callbacks.early_stopping.restore_best_weights=false",
     "~callbacks.hook_profiler",

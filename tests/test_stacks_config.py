@@ -118,7 +118,7 @@ BEFORE: dict[str, dict[str, dict]] = {
         "backup": {
             "_target_": "callbacks.backup.Backup",
             "save_every_n_steps": None,
-            "delete_on_success": False,
+            "delete_on_success": True,
         },
     },
     "experiment=example": {
@@ -167,7 +167,7 @@ BEFORE: dict[str, dict[str, dict]] = {
         "backup": {
             "_target_": "callbacks.backup.Backup",
             "save_every_n_steps": None,
-            "delete_on_success": False,
+            "delete_on_success": True,
         },
     },
     "experiment=finetune": {

@@ -320,6 +320,7 @@ def train(cfg: DictConfig) -> float | None:
         *data.image_size,
         data.num_classes,
     )
+    store_before = disk_snapshot(context)  # the SQLite file before this job's run writes
     status = JobStatus.FAILED
     history: dict[str, list[float]] = {}
     test: dict[str, float] = {}
@@ -365,7 +366,37 @@ def train(cfg: DictConfig) -> float | None:
     metric = str(cfg.get("optimized_metric") or "val_accuracy")
     value = monitored_value(history, test, metric, model)
     report(run_dir, context.tracking, test, metric, value)
+    if context.is_chief:
+        report_disk(context, model, store_before)
     return value
+
+
+def disk_snapshot(context) -> int:
+    """Bytes of the job's SQLite store before the job writes to it (0 for other stores)."""
+    from trainkit import disk
+
+    return disk.file_size(disk.sqlite_file(context.tracking.get("uri")))
+
+
+def report_disk(context, model, store_before: int) -> None:
+    """The bytes the job wrote (run directory + store growth) against one full checkpoint:
+    one line, and the MLflow run's metric ``disk_bytes_written`` and tag ``trainkit.disk``."""
+    from trainkit import disk
+
+    logger = None
+    mlflow_module = sys.modules.get("callbacks.mlflow")  # imported iff the stack has one
+    if mlflow_module is not None:
+        logger = context.find(mlflow_module.MLflowLogger)
+    tracked = getattr(logger, "run", None)
+    run_bytes, store_bytes = disk.measure(
+        context.run_dir,
+        tracked,
+        getattr(logger, "model_uri", None),
+        store_before,
+        disk.sqlite_file(context.tracking.get("uri")),
+    )
+    usage = disk.DiskUsage(run_bytes, store_bytes, disk.state_bytes(model))
+    disk.report(usage, tracked)
 
 
 class NonFiniteLossError(TrainkitError):

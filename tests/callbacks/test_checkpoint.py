@@ -15,7 +15,9 @@ VAL_LOSS = [0.5, 0.3, 0.4, 0.2]  # ranking: epoch 4, 2, 3, 1 (1-based)
 def test_top_k_last_and_step_files_load_back_to_the_same_predictions(tmp_path):
     x, y = regression_data(32)  # 4 steps an epoch, 16 in all
     model = make_model(optimizer="adam")
-    checkpoint = Checkpoint(save_top_k=2, every_n_steps=3, keep_step_checkpoints=2)
+    checkpoint = Checkpoint(
+        save_top_k=2, every_n_steps=3, keep_step_checkpoints=2, save_optimizer=True
+    )
     checkpoint.set_context(RunContext(run_dir=tmp_path))
     recorder = Recorder(weights=True)
     model.fit(

@@ -76,7 +76,9 @@ class ScalarWriter:
 def histogram_buckets(values: np.ndarray, bins: int = 30) -> np.ndarray:
     """``(bins, 3)`` rows of (left edge, right edge, count), the histogram plugin's format."""
     flat = np.asarray(values, dtype=np.float32).ravel()
-    finite = flat[np.isfinite(flat)]
+    # float64 edges: float32 values a few ulps apart (a BatchNorm statistic that barely moved)
+    # leave no room for ``bins`` distinct float32 edges, and numpy refuses.
+    finite = flat[np.isfinite(flat)].astype(np.float64)
     if finite.size == 0:
         return np.zeros((0, 3), dtype=np.float64)
     low, high = float(finite.min()), float(finite.max())

@@ -32,6 +32,17 @@ log = logging.getLogger("trainkit.tracking")
 for _name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
+
+class _NoRenameNotice(logging.Filter):
+    """TensorFlow's SavedModel writer says, through absl at INFO, per exported function, that
+    it renames the variable inputs of Keras layers' names: nothing a user can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "unsupported characters which will be renamed" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_NoRenameNotice())
+
 # MLflow 3's UI opens an experiment on its GenAI view (traces, prompts) unless this experiment
 # tag says it is for model training (mlflow/server/js: ExperimentKind.CUSTOM_MODEL_DEVELOPMENT).
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
@@ -185,6 +196,8 @@ class TrackedRun:
         self._monitor: Any = None
         self._keys: dict[str, str] = {}
         self._lock = threading.Lock()
+        self._artifact_dir: Path | None = None
+        self._artifact_dir_known = False
 
     @property
     def is_open(self) -> bool:
@@ -458,7 +471,92 @@ class TrackedRun:
         if path.is_dir():
             self.client.log_artifacts(self.run_id, str(path), artifact_dir)
         elif path.exists():
+            if path.suffix in LINKED_SUFFIXES and self._link_artifact(path, artifact_dir):
+                return
             self.client.log_artifact(self.run_id, str(path), artifact_dir)
+
+    def artifact_dir(self) -> Path | None:
+        """The run's artifact folder when the artifact store is a local folder, else None."""
+        if self.run_id is None:
+            return None
+        if not self._artifact_dir_known:
+            self._artifact_dir = local_path(self.client.get_run(self.run_id).info.artifact_uri)
+            self._artifact_dir_known = True
+        return self._artifact_dir
+
+    def _link_artifact(self, path: Path, artifact_dir: str | None) -> bool:
+        """Log ``path`` as a hard link in a local artifact store: the store holds the same
+        bytes as the run directory, not a second copy of them (a checkpoint is hundreds of MB).
+
+        Only for files that are replaced, never rewritten in place (checkpoints: written under
+        a temporary name and renamed, :mod:`callbacks.checkpoint`), so the store's name keeps
+        the bytes it was given. False (copy instead) for a remote store or another file system.
+        """
+        root = self.artifact_dir()
+        if root is None:
+            return False
+        target = root / artifact_dir / path.name if artifact_dir else root / path.name
+        temporary = target.with_name(f".tmp-{target.name}")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            temporary.unlink(missing_ok=True)
+            os.link(path, temporary)
+            os.replace(temporary, target)
+        except OSError as exc:
+            log.debug("MLflow: cannot link %s into %s (%s): copying it", path, root, exc)
+            with contextlib.suppress(OSError):
+                temporary.unlink(missing_ok=True)
+            return False
+        return True
+
+    def stored_paths(self, model_ids: list[str]) -> list[Path] | None:
+        """The local folders that hold this run's artifacts and its logged models' (None for a
+        remote artifact store): what :mod:`trainkit.disk` counts as the store's growth."""
+        root = self.artifact_dir()
+        if root is None:
+            return None
+        paths = [root]
+        for model_id in model_ids:
+            location = local_path(self.client.get_logged_model(model_id).artifact_location)
+            if location is None:
+                return None
+            paths.append(location)
+        return paths
+
+    def stored_bytes(self, model_ids: list[str]) -> int:
+        """Bytes of this run's artifacts and its logged models' as the store lists them (any
+        store, a server's included; a hard link counts in full)."""
+        total = _listed_bytes(lambda p: self.client.list_artifacts(self.run_id, p))
+        for model_id in model_ids:
+            total += _listed_bytes(
+                lambda p, m=model_id: self.client.list_logged_model_artifacts(m, p)
+            )
+        return total
+
+
+# Files that are only ever replaced by a rename (checkpoints): logged into a local artifact
+# store as a hard link (TrackedRun._link_artifact).
+LINKED_SUFFIXES = (".keras", ".h5")
+
+
+def local_path(uri: str | None) -> Path | None:
+    """The folder of a ``file:`` (or plain path) artifact URI; None for a remote one."""
+    if not uri:
+        return None
+    if uri.startswith("file:"):
+        from urllib.parse import unquote, urlparse
+
+        return Path(unquote(urlparse(uri).path))
+    if "://" in uri or uri.startswith(("mlflow-artifacts:", "models:", "runs:")):
+        return None
+    return Path(uri)
+
+
+def _listed_bytes(list_dir: Any, path: str | None = None) -> int:
+    total = 0
+    for info in list_dir(path):
+        total += _listed_bytes(list_dir, info.path) if info.is_dir else int(info.file_size or 0)
+    return total
 
 
 _GLOBAL_URI_LOCK = threading.Lock()
@@ -528,7 +626,9 @@ def _export_quietly(model: Any, path: str, signature: Any) -> None:
         shape = [None if size == -1 else size for size in schema["tensor-spec"]["shape"]]
         specs.append(tf.TensorSpec(shape=shape, dtype=schema["tensor-spec"]["dtype"]))
     archive = keras.export.ExportArchive()
-    archive.track(model)
+    # No archive.track(model): the endpoint already tracks the variables it reads, as
+    # TensorFlow variables; tracking the model adds its Keras variables, which TensorFlow
+    # cannot tell are the same, and the SavedModel would hold every weight twice.
     archive.add_endpoint(name="serve", fn=model.call, input_signature=specs)
     archive.write_out(path, verbose=False)
 
