@@ -140,6 +140,7 @@ def test_delete_on_success_removes_the_backup_only_when_the_job_finished(tmp_pat
     assert not (tmp_path / "backup").exists()
 
 
+@pytest.mark.slow
 def test_mid_epoch_resume_with_steps_per_execution(tmp_path):
     first = Recorder(batch_weights=True)
     with pytest.raises(Interrupted):

@@ -77,6 +77,7 @@ def test_other_grids_use_the_resized_embedding(height, width):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["float32", "mixed_bfloat16"])
 def test_attention_pool_trains_in_a_compiled_function(policy):
     keras.mixed_precision.set_global_policy(policy)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import keras
+import pytest
 
 from trainkit.models import build_model
 from trainkit.models.complexity import count_macs, layer_macs
@@ -20,6 +21,7 @@ def test_counts_convolutions_depthwise_and_dense():
     assert count_macs(model) == 100 * 216 + 25 * 72 + 25 * 24 + 24
 
 
+@pytest.mark.slow
 def test_alexnet_and_the_aux_heads_are_not_counted():
     alexnet = build_model("alexnet", 1000)
     convs = 55 * 55 * 11 * 11 * 3 * 96 + 27 * 27 * 5 * 5 * 96 * 256

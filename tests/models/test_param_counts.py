@@ -82,7 +82,10 @@ def test_inception_v1_without_aux_heads():
 
 @pytest.mark.parametrize(
     ("name", "encoder", "dim"),
-    [("clip_resnet50", 38_316_896, 1024), ("clip_resnet101", 56_259_936, 512)],
+    [
+        ("clip_resnet50", 38_316_896, 1024),
+        pytest.param("clip_resnet101", 56_259_936, 512, marks=pytest.mark.slow),
+    ],
 )
 def test_clip_encoder_alone(name, encoder, dim):
     """The encoder's share is the reference figure; the head is a (dim + 1) x classes Dense."""

@@ -198,6 +198,7 @@ def test_log_every_n_steps(tmp_path: Path, arrays: Any) -> None:
     assert steps(client, run_id, "loss") == [3, 5, 6, 9, 10]
 
 
+@pytest.mark.slow
 def test_a_resumed_job_continues_the_same_run(tmp_path: Path, arrays: Any) -> None:
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     first = MLflowLogger()
