@@ -41,6 +41,7 @@ def test_two_workers_train_alike_and_only_the_chief_writes(tmp_path: Path) -> No
         *TINY,
         "callbacks=full",
         "callbacks.hook_profiler.print_table=false",
+        "callbacks.backup.delete_on_success=false",  # each worker's final backup is compared
         "trainer.strategy=multi_worker",
         "trainer.cluster_timeout=120",
         f"hydra.run.dir={run_dir}",  # one folder for the job, as on a shared file system

@@ -34,6 +34,7 @@ JOB = [
     "callbacks=none",
     "+callbacks/entry@callbacks.backup=backup",
     "callbacks.backup.save_every_n_steps=2",
+    "callbacks.backup.delete_on_success=false",  # the test reads each worker's final backup
 ]
 
 
