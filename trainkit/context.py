@@ -199,6 +199,15 @@ class BuffersTracking(Protocol):
 
 
 @runtime_checkable
+class TracksRun(Protocol):
+    """A callback that records the job in a tracking run (``callbacks.mlflow``): ``run`` is its
+    ``TrackedRun`` (None before ``on_train_begin``), ``model_uri`` the logged model's."""
+
+    run: Any
+    model_uri: str | None
+
+
+@runtime_checkable
 class BestCheckpoint(Protocol):
     """A callback that keeps the best model on disk (``callbacks.checkpoint``)."""
 

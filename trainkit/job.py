@@ -382,11 +382,9 @@ def report_disk(context, model, store_before: int) -> None:
     """The bytes the job wrote (run directory + store growth) against one full checkpoint:
     one line, and the MLflow run's metric ``disk_bytes_written`` and tag ``trainkit.disk``."""
     from trainkit import disk
+    from trainkit.context import TracksRun
 
-    logger = None
-    mlflow_module = sys.modules.get("callbacks.mlflow")  # imported iff the stack has one
-    if mlflow_module is not None:
-        logger = context.find(mlflow_module.MLflowLogger)
+    logger = context.find(TracksRun)
     tracked = getattr(logger, "run", None)
     run_bytes, store_bytes = disk.measure(
         context.run_dir,

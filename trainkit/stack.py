@@ -286,30 +286,25 @@ class Stack(keras.callbacks.CallbackList):
             else:
                 self._batch_hooks[hook] = tuple(bound)
 
-    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        hooks = self._batch_hooks["on_train_batch_begin"]
+    def _dispatch(self, hook: str, batch: int, logs: dict[str, Any] | None) -> None:
+        hooks = self._batch_hooks[hook]
         if hooks:
             _run(hooks, batch, _pythonify(logs))
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._dispatch("on_train_batch_begin", batch, logs)
 
     def on_test_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        hooks = self._batch_hooks["on_test_batch_begin"]
-        if hooks:
-            _run(hooks, batch, _pythonify(logs))
+        self._dispatch("on_test_batch_begin", batch, logs)
 
     def on_predict_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        hooks = self._batch_hooks["on_predict_batch_begin"]
-        if hooks:
-            _run(hooks, batch, _pythonify(logs))
+        self._dispatch("on_predict_batch_begin", batch, logs)
 
     def _on_test_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        hooks = self._batch_hooks["on_test_batch_end"]
-        if hooks:
-            _run(hooks, batch, _pythonify(logs))
+        self._dispatch("on_test_batch_end", batch, logs)
 
     def _on_predict_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        hooks = self._batch_hooks["on_predict_batch_end"]
-        if hooks:
-            _run(hooks, batch, _pythonify(logs))
+        self._dispatch("on_predict_batch_end", batch, logs)
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self.clock.epoch_begin(epoch)
