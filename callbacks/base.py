@@ -25,7 +25,7 @@ closes its writers at ``on_train_end``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import keras
 
@@ -203,13 +203,19 @@ class TrainkitCallback(keras.callbacks.Callback):
     reads ``self.clock`` sets ``uses_clock = True``: outside a stack it then ticks a clock of its
     own (its ``on_train_begin``, ``on_epoch_begin`` and ``on_train_batch_end`` are wrapped to
     tick it first). A subclass that writes what only one process of a multi-worker job may
-    write (MLflow, TensorBoard, checkpoints, ``events.jsonl``) sets ``chief_only = True``.
+    write (MLflow, TensorBoard, checkpoints, ``events.jsonl``) sets ``chief_only = True``. A
+    subclass that adds log keys measuring the machine rather than the model (times,
+    throughput) names them in ``system_keys``.
     """
 
     uses_clock: bool = False
     # A callback that writes shared output (tracking, event files, checkpoints) sets this True:
     # in a multi-worker job the stack calls it on the chief only (trainkit.stack.Stack).
     chief_only: bool = False
+    # Log keys this callback adds that measure the machine, not the model (step_time ...).
+    # Trackers that group metrics read the union, RunContext.system_keys: MLflow files them
+    # under system/, its System metrics tab, so a run's page opens on loss and accuracy.
+    system_keys: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self) -> None:
         super().__init__()

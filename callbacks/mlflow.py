@@ -16,7 +16,10 @@ Where things go:
 * steps: the global optimizer step, 1-based (``epoch * steps_per_epoch + batch + 1``). Per-step
   training metrics keep Keras' names (``loss``, ``accuracy``), epoch metrics are logged at the
   epoch's last step (``val_*`` and the ``epoch`` index), a standalone ``evaluate`` after ``fit``
-  as ``test_*`` at the final step, ``predict`` as ``predict_*``.
+  as ``test_*`` at the final step, ``predict`` as ``predict_*``. Keys that measure the machine
+  rather than the model (``RunContext.system_keys``: Timing's ``step_time`` and the like,
+  ``predict_latency_s``) are filed under ``system/``, the run page's System metrics tab, so its
+  Model metrics open on loss, accuracy and the learning rate.
 * what is recorded: every number in the batch and epoch logs as the whole stack left them. In a
   stack (:func:`trainkit.stack.build_stack`) the logger records in ``after_stack``, after every
   callback ran the hook, so keys written by callbacks placed after it (``best_epoch`` of early
@@ -108,6 +111,7 @@ class MLflowLogger(TrainkitCallback):
     # dispatch thread pool, which keeps the training loop from waiting on every step's logs.
     async_safe = True
     uses_clock = True
+    system_keys = frozenset({"predict_count", "predict_latency_s", "predict_ms_per_sample"})
 
     def __init__(
         self,
@@ -226,6 +230,8 @@ class MLflowLogger(TrainkitCallback):
         self.run = TrackedRun(spec)
         spool = Spool(self.run_path(SPOOL_NAME), spec=spec.to_dict())
         self.writer = BackgroundWriter(self.run, spool, interval=self.flush_interval)
+        system = self.context.system_keys if self.context is not None else self.system_keys
+        self.writer.rename = {key: f"system/{key}" for key in system | self.system_keys}
         if not probe(spec.uri):
             log.warning(_unreachable(spec.uri))
             self.writer.down = True

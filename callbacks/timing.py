@@ -26,6 +26,10 @@ class Timing(TrainkitCallback):
     high. Keras passes the same dict to every callback of a hook, so put ``Timing`` before the
     loggers in the stack. The first epoch's times include graph tracing.
 
+    They measure the machine, not the model (``system_keys``): MLflow files them under
+    ``system/`` (the run page's System metrics tab); TensorBoard and ``events.jsonl`` keep the
+    names above.
+
     A batch hook costs two clock reads, two divisions and two dict stores.
 
     Hooks: ``on_train_begin``, ``on_epoch_{begin,end}``, ``on_train_batch_end``,
@@ -41,6 +45,10 @@ class Timing(TrainkitCallback):
     """
 
     uses_clock = True  # steps per hook call come from the stack's clock
+    system_keys = frozenset(
+        {"step_time", "samples_per_sec", "epoch_time", "train_time", "val_time"}
+        | {"test_time", "predict_time"}
+    )
 
     def __init__(self, batch_size: int | None = None) -> None:
         super().__init__()

@@ -135,6 +135,16 @@ class RunContext:
         """Every callback of the stack that is an instance of ``cls``, in call order."""
         return [cb for cb in self.callbacks if isinstance(cb, cls)]
 
+    @property
+    def system_keys(self) -> frozenset[str]:
+        """The log keys the stack's callbacks declare as measuring the machine, not the model
+        (``system_keys`` of :class:`callbacks.base.TrainkitCallback`; any callback may declare
+        them)."""
+        keys: set[str] = set()
+        for cb in self.callbacks:
+            keys.update(getattr(cb, "system_keys", ()))
+        return frozenset(keys)
+
 
 # -- what callbacks promise each other ------------------------------------------------------
 

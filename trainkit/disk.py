@@ -1,9 +1,9 @@
 """What a job leaves on disk: the run directory and the MLflow store's growth, in bytes.
 
 The job measures it once it has ended (every callback closed: the backup removed, the model
-logged) and reports one line, the metric ``disk_bytes_written`` and the tag ``trainkit.disk``
-(:func:`report`). The yardstick is one full checkpoint: the bytes of every model and optimizer
-variable (what a ``.keras`` file with Adam's state, or a backup, holds).
+logged) and reports one line, the metric ``system/disk_bytes_written`` and the tag
+``trainkit.disk`` (:func:`report`). The yardstick is one full checkpoint: the bytes of every
+model and optimizer variable (what a ``.keras`` file with Adam's state, or a backup, holds).
 
 A file with several names (a hard link: ``last.keras`` and the best checkpoint, the best
 checkpoint and its copy in a local MLflow artifact store) is counted once: it is on the disk
@@ -23,7 +23,8 @@ from typing import Any
 
 log = logging.getLogger("trainkit")
 
-METRIC = "disk_bytes_written"
+# With the machine's metrics (MLflow's System metrics tab): what the job cost, not what it learnt.
+METRIC = "system/disk_bytes_written"
 TAG = "trainkit.disk"
 
 

@@ -380,7 +380,8 @@ def disk_snapshot(context) -> int:
 
 def report_disk(context, model, store_before: int) -> None:
     """The bytes the job wrote (run directory + store growth) against one full checkpoint:
-    one line, and the MLflow run's metric ``disk_bytes_written`` and tag ``trainkit.disk``."""
+    one line, and the MLflow run's metric ``system/disk_bytes_written`` and tag
+    ``trainkit.disk``."""
     from trainkit import disk
     from trainkit.context import TracksRun
 

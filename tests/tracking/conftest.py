@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 
 from callbacks.mlflow import MLflowLogger
 from callbacks.tensorboard import TensorBoardLogger
+from callbacks.timing import Timing
 from tests.tracking.helpers import (
     BATCH,
     CLASSES,
@@ -82,7 +83,8 @@ def full_job(tmp: Path, uri: str, arrays: Any, monkeypatch: pytest.MonkeyPatch) 
     checkpoint.write_bytes(b"not really a model, only uploaded")
     mlflow_cb = MLflowLogger(flush_interval=0.5)
     tb_cb = TensorBoardLogger()
-    return run_job(context, [mlflow_cb, tb_cb], arrays, extra=[StopsTraining(checkpoint)])
+    extra = [StopsTraining(checkpoint), Timing()]  # Timing after the loggers: after_stack
+    return run_job(context, [mlflow_cb, tb_cb], arrays, extra=extra)
 
 
 STORES = ["sqlite", pytest.param("server", marks=pytest.mark.server)]

@@ -40,6 +40,9 @@ class BackgroundWriter:
         self.probe_interval = probe_interval
         self.on_open = on_open
         self.points: deque[Point] = deque()
+        # A logs key -> the MLflow key it is filed under (system/step_time ...), applied as the
+        # points leave the buffer, so the training thread appends the logs' own keys.
+        self.rename: dict[str, str] = {}
         self.ops: deque[Op] = deque()
         self.down = False
         self.written = 0
@@ -136,6 +139,9 @@ class BackgroundWriter:
                 batch.append(popleft())
         except IndexError:
             pass
+        rename = self.rename
+        if rename:
+            batch = [(rename.get(k, k), v, s, t) for k, v, s, t in batch]
         return batch
 
     def _apply(self, kind: str, payload: Any, extra: Any) -> None:
