@@ -114,6 +114,9 @@ class Service:
 
     def start(self) -> Service:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
+        # MLflow 3's UI otherwise starts a job runner and huey consumers for GenAI jobs (each
+        # imports MLflow, and a SIGTERM to the UI leaves them running); the pages need none.
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(self.command, stdout=out, stderr=out, env=env)
         return self

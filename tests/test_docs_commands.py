@@ -480,6 +480,9 @@ class Sandbox:
             PYTHONPATH=str(ROOT),
             TF_CPP_MIN_LOG_LEVEL="2",
             MPLBACKEND="Agg",
+            # `mlflow ui` would start a job runner and huey consumers for GenAI jobs, each
+            # importing MLflow: CPU the suite's budget has not got, for nothing a command uses
+            MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
             PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         )
 
