@@ -19,11 +19,9 @@ import numpy as np
 from callbacks.base import TrainkitCallback
 from trainkit import signals
 from trainkit.context import BuffersTracking, JobStatus
+from trainkit.tracking.files import RUN_ID_FILE
 
 FORMAT_VERSION = 2
-# The MLflow run of a run directory (trainkit.tracking.store.RUN_ID_FILE, not imported: a
-# backup needs no MLflow).
-RUN_ID_FILE = "mlflow_run_id"
 
 
 class Backup(TrainkitCallback):

@@ -23,11 +23,11 @@ class HookProfiler(TrainkitCallback):
     """Times every hook of the other callbacks and reports a table per callback and hook.
 
     How it sees the other callbacks: Keras never shows a callback its ``CallbackList``, so the
-    profiler wraps the hook methods of the callbacks listed in ``context.extras["callbacks"]``
-    (the job puts its instantiated list there before ``fit``) the first time its own
-    ``set_model`` runs. Outside the job call :meth:`attach` with the list yourself. Only hooks a
-    callback overrides are wrapped: Keras's no-op defaults stay untouched, so Keras's
-    "does any callback use batch-end hooks" check (async dispatch) answers as before.
+    profiler wraps the hook methods of the run's callbacks (``context.callbacks``, set when the
+    stack is built) the first time its own ``set_model`` runs. Outside the job call
+    :meth:`attach` with the list yourself. Only hooks a callback overrides are wrapped: Keras's
+    no-op defaults stay untouched, so Keras's "does any callback use batch-end hooks" check
+    (async dispatch) answers as before.
 
     Put it first in the stack: hooks of callbacks listed before it run before it attaches.
 
@@ -40,13 +40,13 @@ class HookProfiler(TrainkitCallback):
     about 0.2 us a call here, a few microseconds a step for a full stack.
 
     Reports: the full table (every callback, then every callback x hook) is saved as
-    ``hook_profile.txt`` (and the numbers as ``hook_profile.json``) in the run directory after
-    ``fit`` (``on_train_end``) and again at ``on_job_end`` (then including ``evaluate`` and
-    ``predict``). The terminal gets, once, at the job's end, the ``top`` costliest hooks and the
-    path of the full table (after ``fit`` when there is no job to end, plain ``model.fit``).
-    Columns: calls, total, mean, max and the share of the measured wall time (fit + evaluate +
-    predict as seen by the profiler's own hooks). Counts restart when a new ``fit`` begins
-    after a report.
+    ``hook_profile.txt`` (and the numbers as ``hook_profile.json``) in the run directory at
+    ``on_job_end`` (including ``evaluate`` and ``predict``), or after ``fit`` (``on_train_end``)
+    outside a job's stack. The terminal gets, once, at the job's end, the ``top`` costliest
+    hooks and the path of the full table (after ``fit`` when there is no job to end, plain
+    ``model.fit``). Columns: calls, total, mean, max and the share of the measured wall time
+    (fit + evaluate + predict as seen by the profiler's own hooks). Counts restart when a new
+    ``fit`` begins after a report.
 
     Hooks: all ``on_{train,test,predict}_{begin,end}``, ``set_model``, ``on_job_end``.
 
@@ -58,7 +58,7 @@ class HookProfiler(TrainkitCallback):
     Example::
 
         cbs = [HookProfiler(), Timing(), MyCallback()]
-        cbs[0].attach(cbs)                    # the job does this through context.extras
+        cbs[0].attach(cbs)                    # in a job's stack: context.callbacks
         model.fit(x, y, epochs=2, callbacks=cbs)
         # conf/callbacks/<stack>.yaml, first entry:
         #   hook_profiler: {_target_: callbacks.hook_profiler.HookProfiler}
@@ -144,8 +144,10 @@ class HookProfiler(TrainkitCallback):
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self._end("train")
-        # In a job, on_job_end prints the final numbers; a plain model.fit() has no job end.
-        self.report("after fit", show=self.context is None)
+        # In a job's stack, on_job_end reports once (rendering the full table costs ~0.5 s);
+        # a plain model.fit() has no job end.
+        if not (self.in_stack and self.context is not None):
+            self.report("after fit", show=self.context is None)
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
         # Validation inside fit is already part of the train wall time.

@@ -5,8 +5,10 @@
 Runs a small real job (``run.py`` with tiny overrides) in a scratch directory, starts
 ``mlflow ui`` and ``tensorboard`` on free 127.0.0.1 ports and drives a headless Chromium
 (Debian: ``apt-get install chromium``) through the DevTools protocol: it opens each page, waits
-until the page shows what a user came for (the run's name, a chart's title, a tag), and saves a
-1280x800 PNG. ``tests/browser/test_ui.py`` uses the same pieces to check the pages.
+until the page shows what a user came for (the run's name, a chart's title, a tag) and nothing
+that would make it the wrong picture (a ``step_time`` chart on the Model metrics tab), and saves
+a 1280x800 PNG (1280x1000 for the chart tabs: two full rows of charts).
+``tests/browser/test_ui.py`` uses the same pieces to check the pages.
 """
 
 from __future__ import annotations
@@ -112,6 +114,9 @@ class Service:
 
     def start(self) -> Service:
         env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}
+        # MLflow 3's UI otherwise starts a job runner and huey consumers for GenAI jobs (each
+        # imports MLflow, and a SIGTERM to the UI leaves them running); the pages need none.
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(self.command, stdout=out, stderr=out, env=env)
         return self
@@ -223,14 +228,19 @@ class Browser:
         self._run(self._connect(port))
         self.call("Page.enable")
         self.call("Runtime.enable")
+        self.viewport()
+        return self
+
+    def viewport(self, width: int = WIDTH, height: int = HEIGHT) -> None:
+        """Size the page's window. MLflow draws only the chart cards in view, so reading every
+        chart of a tab (not only the first rows) needs a window as tall as the tab."""
         self.call(
             "Emulation.setDeviceMetricsOverride",
-            width=WIDTH,
-            height=HEIGHT,
+            width=width,
+            height=height,
             deviceScaleFactor=1,
             mobile=False,
         )
-        return self
 
     def _run(self, coroutine: Any) -> Any:
         return self._loop.run_until_complete(coroutine)
@@ -363,49 +373,80 @@ def run_job(workdir: Path, overrides: list[str] = JOB) -> Run:
     return Run(run_dir, store_uri, run.info.experiment_id, run_id, run.info.run_name)
 
 
-def mlflow_pages(base: str, run: Run) -> dict[str, tuple[str, list[str]]]:
-    """name -> (URL, what the page must show before it is taken). ``workflowType`` opens the
-    model-training view whatever the browser last chose (MLflow 3.17 keeps that choice in the
-    browser and ignores the experiment's kind tag when it does)."""
+@dataclass(frozen=True)
+class Shot:
+    """A page to photograph: its URL, the text it must show before it is taken, and text it
+    must not show (what would make it the wrong picture); a taller window shows more of a page
+    (MLflow's chart grid: two full rows of charts)."""
+
+    url: str
+    shows: tuple[str, ...]
+    hides: tuple[str, ...] = ()
+    height: int = HEIGHT
+
+
+# What measures the machine, not the model: MLflow files it under system/ (callbacks' system_keys),
+# so these names must not title a chart of the Model metrics tab.
+SYSTEM_ONLY = ("step_time", "samples_per_sec", "epoch_time", "predict_latency_s")
+
+
+def mlflow_pages(base: str, run: Run) -> dict[str, Shot]:
+    """name -> the page and what it must show. ``workflowType`` opens the model-training view
+    whatever the browser last chose (MLflow 3.17 keeps that choice in the browser and ignores
+    the experiment's kind tag when it does). A drawn chart's legend reads "<run> (<key>)"; the
+    System metrics tab titles a chart without the ``system/`` of its key."""
     view = "?workflowType=machine_learning"
     experiment = f"{base}/#/experiments/{run.experiment_id}"
     page = f"{experiment}/runs/{run.run_id}"
+    name = run.run_name
     return {
-        "mlflow_runs": (f"{experiment}/runs{view}", [run.run_name, "Run Name"]),
-        "mlflow_run_overview": (f"{page}{view}", [run.run_name, "Description", "Trained"]),
-        "mlflow_run_metrics": (
+        "mlflow_runs": Shot(f"{experiment}/runs{view}", (name, "Run Name")),
+        "mlflow_run_overview": Shot(f"{page}{view}", (name, "Description", "Trained")),
+        "mlflow_run_metrics": Shot(
             f"{page}/model-metrics{view}",
-            [f"{run.run_name} (loss)", f"{run.run_name} (accuracy)"],  # drawn charts' legends
+            ("Model metrics", f"{name} (accuracy)", f"{name} (loss)"),
+            hides=SYSTEM_ONLY,
+            height=1000,
         ),
-        "mlflow_run_artifacts": (
-            f"{page}/artifacts{view}",
-            [run.run_name, "predict_class_counts.json", "config.yaml"],
+        "mlflow_run_system_metrics": Shot(
+            f"{page}/system-metrics{view}",
+            # disk_bytes_written, one value, is a bar chart: its legend is the run's name alone.
+            ("System metrics", f"{name} (system/epoch_time)", f"{name} (system/samples_per_sec)"),
+            hides=(f"{name} (loss)",),
+            height=1000,
+        ),
+        "mlflow_run_artifacts": Shot(
+            f"{page}/artifacts{view}", (name, "predict_class_counts.json", "config.yaml")
         ),
     }
 
 
-def tensorboard_pages(base: str) -> dict[str, tuple[str, list[str]]]:
+def tensorboard_pages(base: str) -> dict[str, Shot]:
     return {
-        "tensorboard_scalars": (
-            f"{base}/#scalars&tagFilter=epoch_",
-            ["epoch_loss", "epoch_accuracy"],
+        "tensorboard_scalars": Shot(
+            f"{base}/#scalars&tagFilter=epoch_", ("epoch_loss", "epoch_accuracy")
         ),
-        "tensorboard_images": (f"{base}/#images", ["augmented_samples"]),
-        "tensorboard_hparams": (f"{base}/#hparams", ["trainer.epochs", "model.name"]),
+        "tensorboard_images": Shot(f"{base}/#images", ("augmented_samples",)),
+        "tensorboard_hparams": Shot(f"{base}/#hparams", ("trainer.epochs", "model.name")),
     }
 
 
-def take(
-    browser: Browser, pages: dict[str, tuple[str, list[str]]], out: Path, only: list[str]
-) -> list[Path]:
+def take(browser: Browser, pages: dict[str, Shot], out: Path, only: list[str]) -> list[Path]:
     taken = []
-    for name, (url, needles) in pages.items():
+    for name, shot in pages.items():
         if only and name not in only:
             continue
-        browser.open(url)
-        browser.wait_for_text(*needles, timeout=90)
-        taken.append(browser.screenshot(out / f"{name}.png"))
-        print(f"{name}: {url}", flush=True)
+        browser.viewport(height=shot.height)
+        try:
+            browser.open(shot.url)
+            text = browser.wait_for_text(*shot.shows, timeout=90)
+            wrong = [hidden for hidden in shot.hides if hidden in text]
+            if wrong:
+                raise AssertionError(f"{name}: {shot.url} shows {wrong}, which it must not")
+            taken.append(browser.screenshot(out / f"{name}.png"))
+        finally:
+            browser.viewport()
+        print(f"{name}: {shot.url}", flush=True)
     return taken
 
 

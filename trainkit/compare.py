@@ -121,7 +121,7 @@ def log_to_parent_run(sweep_dir: Path, uri: str, paths: Sequence[Path]) -> str |
     """Log the comparison files to the sweep's parent MLflow run; its id, or None."""
     from mlflow import MlflowClient
 
-    from trainkit.tracking.store import PARENT_RUN_ID_FILE
+    from trainkit.tracking.files import PARENT_RUN_ID_FILE
 
     marker = sweep_dir / PARENT_RUN_ID_FILE
     if not marker.exists():

@@ -422,12 +422,14 @@ def run_page(run_dir: Path, uri: str, ui: str) -> str | None:
     MLflow 3.17's UI ignores the experiment's kind tag and opens every experiment on its GenAI
     view unless the URL (or a choice remembered by the browser) says ``workflowType``.
     """
-    from trainkit.tracking.store import RUN_ID_FILE, probe
+    from trainkit.tracking.files import RUN_ID_FILE
 
     try:
         run_id = (run_dir / RUN_ID_FILE).read_text().strip()
         if not run_id or not uri.startswith(("sqlite:", "http:", "https:")):
             return None
+        from trainkit.tracking.store import probe  # MLflow's import: only when there is a run
+
         if uri.startswith("http") and not probe(uri):  # MLflow would retry for minutes
             return None
         from mlflow import MlflowClient

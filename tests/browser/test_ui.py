@@ -9,6 +9,7 @@ servers' JSON. Needs Debian's ``chromium``; ``.ci/run`` installs it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,6 +39,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
     """A finished run, with ``mlflow ui`` and ``tensorboard`` serving it."""
     from callbacks.mlflow import MLflowLogger
     from callbacks.tensorboard import TensorBoardLogger
+    from callbacks.timing import Timing
     from tests.tracking.helpers import make_context, run_job
 
     tmp = tmp_path_factory.mktemp("browser")
@@ -52,7 +54,8 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         arrays = _arrays()
         context = make_context(run_dir, uri, arrays)
         logger = MLflowLogger(flush_interval=0.5)
-        job = run_job(context, [logger, TensorBoardLogger()], arrays)
+        # Timing writes step_time and the like, which MLflow files under system/.
+        job = run_job(context, [Timing(), logger, TensorBoardLogger()], arrays)
         assert job.status == "FINISHED"
         run = MlflowClient(uri).get_run(logger.run.run_id)
         ui.wait("/health")
@@ -101,6 +104,42 @@ def test_mlflow_run_page_shows_the_name_the_description_and_a_loss_chart(finishe
     # A drawn chart's legend reads "<run name> (<metric>)".
     text = chromium.wait_for_text(f"{name} (loss)", f"{name} (accuracy)")
     assert "predict_class" not in text  # per-class counts are an artifact, not ten charts
+
+
+@contextlib.contextmanager
+def tall(chromium: Browser) -> Iterator[None]:
+    """A window tall enough for every chart of a tab: MLflow draws only the cards in view."""
+    chromium.viewport(height=1600)
+    try:
+        yield
+    finally:
+        chromium.viewport()
+
+
+MACHINE = ("step_time", "samples_per_sec", "epoch_time", "predict_latency_s")
+
+
+def test_mlflow_model_metrics_tab_shows_the_model_not_the_machine(finished, chromium):
+    name = finished["run"].info.run_name
+    with tall(chromium):
+        chromium.open(run_page(finished, "/model-metrics"))
+        model = ("loss", "accuracy", "val_loss", "val_accuracy", "lr", "test_loss")
+        text = chromium.wait_for_text("Model metrics", *(f"{name} ({key})" for key in model))
+    shown = [key for key in MACHINE if key in text]
+    assert not shown, f"the Model metrics tab charts {shown}"
+
+
+def test_mlflow_system_metrics_tab_shows_the_timings_against_time(finished, chromium):
+    name = finished["run"].info.run_name
+    with tall(chromium):
+        chromium.open(run_page(finished, "/system-metrics"))
+        # Titled without the prefix ("step_time"), the legend gives the key.
+        text = chromium.wait_for_text(
+            "System metrics", *(f"{name} (system/{key})" for key in MACHINE)
+        )
+    assert f"{name} (loss)" not in text and f"{name} (accuracy)" not in text
+    # MLflow charts every system/ key against wall-clock time, not the step.
+    assert "Time" in text and "Step" not in text
 
 
 def test_mlflow_artifacts_tab_lists_what_the_run_wrote(finished, chromium):

@@ -1,7 +1,16 @@
-"""``python run.py model=<each> data.image_size=<small> trainer.epochs=1`` works for every name.
+"""``python run.py model=<name> data.image_size=<small> trainer.epochs=1`` through the job.
 
 In-process through the real job on composed configs (the CLI itself is covered once in
-tests/test_cli.py): build, compile, fit one small epoch, evaluate, predict.
+tests/test_cli.py): build, compile, fit one small epoch, evaluate, predict, in float32.
+
+One model per way the job can differ between models, not all 14 (a job of the largest costs
+a minute here, and the suite has a budget): a custom network (``alexnet``), one with auxiliary
+training heads (``inception_v1``), a ``keras.applications`` backbone with Caffe preprocessing
+(``resnet50``) and a CLIP encoder with its own preprocessing and attention pooling
+(``clip_resnet50``). What differs between the others is the network itself, and every one of
+the 14 builds, preprocesses and trains a step at its minimum input in
+``tests/models/test_training.py``; each has its config file, checked against its builder in
+``tests/models/test_configs.py``.
 """
 
 from __future__ import annotations
@@ -15,11 +24,20 @@ from tests.conftest import compose_config
 from trainkit import job
 from trainkit.models import available_models, get_spec
 
-# one job epoch of each of the 14 models: 2-140 s each: not in the fast subset.
+# a job epoch of a model: 5-30 s each: not in the fast subset.
 pytestmark = pytest.mark.slow
 
+FAMILIES = ("alexnet", "inception_v1", "resnet50", "clip_resnet50")
 
-@pytest.mark.parametrize("name", available_models())
+
+def test_the_chosen_models_span_the_families_and_preprocessings():
+    specs = [get_spec(name) for name in FAMILIES]
+    every = [get_spec(name) for name in available_models()]
+    assert {s.preprocessing for s in specs} == {s.preprocessing for s in every}
+    assert {"alexnet", "applications", "clip_resnet", "inception_v1"} <= {s.family for s in specs}
+
+
+@pytest.mark.parametrize("name", FAMILIES)
 def test_one_epoch_job_runs_for_every_model(tmp_path, name):
     size = get_spec(name).min_size
     cfg = compose_config(

@@ -1,6 +1,7 @@
 """Every model builds at its minimum input and trains a step in mixed_bfloat16.
 
-The same in float32, through the whole job, is tests/models/test_every_model_job.py.
+A float32 epoch through the whole job, for one model of each family, is
+tests/models/test_every_model_job.py.
 
 The per-model steps run eagerly: tracing the train function of the deepest models takes 20 s
 on two cores, an eager step one or two. The custom layers run in compiled functions in

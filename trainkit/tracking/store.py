@@ -25,6 +25,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 
 from trainkit.tracking import sqlite_template
+from trainkit.tracking.files import PARENT_RUN_ID_FILE, RUN_ID_FILE
 from trainkit.tracking.flatten import MAX_TAG_VALUE, metric_key, redact_uri
 
 log = logging.getLogger("trainkit.tracking")
@@ -48,8 +49,6 @@ logging.getLogger("absl").addFilter(_NoRenameNotice())
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
 
-RUN_ID_FILE = "mlflow_run_id"
-PARENT_RUN_ID_FILE = "mlflow_parent_run_id"
 SWEEP_TAG = "trainkit.sweep_dir"
 ROLE_TAG = "trainkit.role"
 
