@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import compose_config
 from tests.distribute.helpers import TINY, events, job_env, mlflow_runs, start_job
+from trainkit import job
 
 # Subprocess jobs with their own kill timeouts; on a loaded machine they take minutes.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -16,23 +18,36 @@ def test_mirrored_over_two_cpus_matches_one_device(tmp_path: Path) -> None:
     two, one = tmp_path / "mirrored", tmp_path / "single"
     two.mkdir()
     one.mkdir()
-    common = [*TINY, "callbacks=full", "callbacks.hook_profiler.print_table=false"]
-    # Both jobs at once: the machine has two cores and each job mostly waits on one.
+    # The mirrored job in a subprocess: logical CPUs can only be made before TensorFlow starts.
     mirrored = start_job(
         two,
         [
-            *common,
+            *TINY,
+            "callbacks=full",
+            "callbacks.hook_profiler.print_table=false",
             "trainer.strategy=mirrored",
             'trainer.devices=["/cpu:0","/cpu:1"]',
             f"hydra.run.dir={two / 'run'}",
         ],
         env=job_env(TRAINKIT_LOGICAL_CPUS="2"),
     )
-    single = start_job(one, [*common, f"hydra.run.dir={one / 'run'}"])
-    for job in (mirrored, single):
-        code, out, _ = job.wait(600)
-        assert code == 0, out[-4000:]
-    out = mirrored.log.read_text()
+    # Meanwhile the one-device reference, in this process: only its per-batch losses are read,
+    # so it logs hooks and nothing else, and runs eagerly (the same arithmetic, no tracing).
+    # The full stack's lr_schedule is constant and its epoch-end callbacks act after the last
+    # batch of this one-epoch job: they leave the per-batch losses alone.
+    single = compose_config(
+        [
+            *TINY,
+            "callbacks=none",
+            "+callbacks/entry@callbacks.hook_logger=hook_logger",
+            "trainer.run_eagerly=true",
+            f"tracking.uri=sqlite:///{one / 'mlflow.db'}",
+        ],
+        run_dir=one / "run",
+    )
+    job.main(single)
+    code, out, _ = mirrored.wait(600)
+    assert code == 0, out[-4000:]
     assert "strategy mirrored: 2 replica(s) in sync" in out
 
     batches = [e for e in events(two / "run") if e["hook"] == "on_train_batch_end"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -11,10 +10,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.distribute.helpers import TINY, free_ports, run_job
+from tests.conftest import compose_config
+from tests.distribute.helpers import TINY, free_ports
 from tests.distribute.postgres import Postgres
+from tests.tracking.helpers import server_env, stop_group
+from trainkit import job
 
-# Subprocess jobs with their own kill timeouts; on a loaded machine they take minutes.
+# A real PostgreSQL and mlflow server in subprocesses; on a loaded machine they take minutes.
 pytestmark = [pytest.mark.slow, pytest.mark.server, pytest.mark.timeout(900)]
 
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
@@ -27,7 +29,6 @@ def test_a_job_lands_on_an_mlflow_server_backed_by_postgresql(tmp_path: Path) ->
     postgres = Postgres.start(pg_port)
     server = None
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
         with (tmp_path / "server.log").open("wb") as log:
             server = subprocess.Popen(
                 [
@@ -47,7 +48,8 @@ def test_a_job_lands_on_an_mlflow_server_backed_by_postgresql(tmp_path: Path) ->
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=env,
+                env=server_env(),
+                start_new_session=True,  # stop_group ends the server and its uvicorn child
             )
         uri = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 180
@@ -59,18 +61,21 @@ def test_a_job_lands_on_an_mlflow_server_backed_by_postgresql(tmp_path: Path) ->
                 pass
             assert server.poll() is None, (tmp_path / "server.log").read_text()[-3000:]
             assert time.monotonic() < deadline, "mlflow server did not come up"
-            time.sleep(0.5)
+            time.sleep(0.2)
 
-        run_job(
-            tmp_path,
+        # The job in this process (the server is what is tested, not the process boundary),
+        # eagerly: tracing is not what this test is about.
+        cfg = compose_config(
             [
                 *TINY,
                 "callbacks=minimal",
+                "trainer.run_eagerly=true",
                 "tracking=server",
                 f"tracking.uri={uri}",
-                f"hydra.run.dir={tmp_path / 'run'}",
             ],
+            run_dir=tmp_path / "run",
         )
+        job.main(cfg)
         client = MlflowClient(uri)
         experiment = client.get_experiment_by_name("trainkit")
         runs = client.search_runs([experiment.experiment_id])
@@ -85,9 +90,5 @@ def test_a_job_lands_on_an_mlflow_server_backed_by_postgresql(tmp_path: Path) ->
         assert any((tmp_path / "artifacts").rglob("config.yaml"))
     finally:
         if server is not None:
-            server.terminate()
-            try:
-                server.wait(20)
-            except subprocess.TimeoutExpired:
-                server.kill()
+            stop_group(server)
         postgres.stop()

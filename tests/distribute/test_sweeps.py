@@ -1,7 +1,12 @@
 """Multiruns on real launchers: joblib (parallel processes), submitit's local executor, Optuna.
 
 Each job is a child MLflow run of one parent run for the sweep, and writes the TensorBoard
-HParams summary that lets the HParams tab compare the jobs.
+HParams summary that lets the HParams tab compare the jobs. The joblib sweep also checks what a
+multirun's runs are called and where their ids are kept (it took over the former
+tests/tracking/test_sweep.py, which ran a two-job multirun of its own for that).
+
+The jobs run eagerly (``trainer.run_eagerly=true``): what these tests prove is the launchers'
+and the sweep's, not the traced train step, and tracing AlexNet costs ~4 s of CPU per job.
 """
 
 from __future__ import annotations
@@ -9,14 +14,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.distribute.helpers import TINY, mlflow_runs, run_job
+from trainkit.tracking.store import PARENT_RUN_ID_FILE, ROLE_TAG, RUN_ID_FILE, SWEEP_TAG
+from trainkit.tracking.sweep import OPTIMIZED_METRIC_TAG, OPTIMIZED_VALUE_TAG
 
 # Subprocess jobs with their own kill timeouts; on a loaded machine they take minutes.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 SWEEP = [
     *TINY,
+    "trainer.run_eagerly=true",
     "callbacks=minimal",
     "+callbacks.tensorboard._target_=callbacks.tensorboard.TensorBoardLogger",
 ]
@@ -45,7 +54,7 @@ def _hparams_logged(sweep_dir: Path, jobs: int) -> None:
 
 
 def test_joblib_runs_jobs_in_parallel_as_children_of_one_run(tmp_path: Path) -> None:
-    sweep_dir = tmp_path / "multirun"
+    sweep_dir = tmp_path / "multirun" / "2030-01-01" / "12-00-00"
     out, seconds = run_job(
         tmp_path,
         [
@@ -59,12 +68,32 @@ def test_joblib_runs_jobs_in_parallel_as_children_of_one_run(tmp_path: Path) -> 
         timeout=600,
     )
     assert "Joblib.Parallel(n_jobs=2" in out
-    _, children = _parent_and_children(tmp_path / "mlflow.db", 2)
-    assert sorted(c.data.params["optimizer.learning_rate"] for c in children) == [
-        "0.0001",
-        "0.0003",
-    ]
+    parent, children = _parent_and_children(tmp_path / "mlflow.db", 2)
+    assert len(mlflow_runs(tmp_path / "mlflow.db")) == 3  # the parent and its two jobs
     _hparams_logged(sweep_dir, 2)
+
+    # The parent: named after the sweep's folder, tagged with it, its id kept in the folder.
+    assert parent.data.tags[ROLE_TAG] == "sweep"
+    assert parent.data.tags[SWEEP_TAG] == str(sweep_dir.resolve())
+    assert parent.info.status == "FINISHED"
+    assert parent.info.run_name == "sweep 2030-01-01/12-00-00"
+    assert (sweep_dir / PARENT_RUN_ID_FILE).read_text().strip() == parent.info.run_id
+
+    # Each child: its job number, its overrides in its name, every step of its one epoch
+    # (48 images in batches of 16), its own run id in its own job folder.
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    by_job = {c.data.tags["trainkit.job_num"]: c for c in children}
+    assert set(by_job) == {"0", "1"}
+    for num, lr in (("0", "0.0001"), ("1", "0.0003")):
+        child = by_job[num]
+        assert child.data.params["optimizer.learning_rate"] == lr
+        overrides = child.data.tags["trainkit.overrides"]
+        assert f"optimizer.learning_rate={lr}" in overrides.split(",")
+        assert child.info.run_name == f"#{num} {overrides}"[:250]
+        assert [m.step for m in client.get_metric_history(child.info.run_id, "loss")] == [1, 2, 3]
+        assert (sweep_dir / num / RUN_ID_FILE).read_text().strip() == child.info.run_id
 
 
 def test_submitit_local_launcher(tmp_path: Path) -> None:
@@ -79,19 +108,25 @@ def test_submitit_local_launcher(tmp_path: Path) -> None:
     assert list((sweep_dir / ".submitit").iterdir())  # the jobs went through submitit
 
 
-def test_optuna_runs_three_trials_on_the_returned_metric(tmp_path: Path) -> None:
+def test_optuna_runs_trials_on_the_returned_metric(tmp_path: Path) -> None:
+    # Two trials prove what three did: Optuna samples each trial's values, each trial is a child
+    # run of the sweep, and the best of the returned metric is written.
     sweep_dir = tmp_path / "multirun"
     out, _ = run_job(
         tmp_path,
         [
             *SWEEP,
             "hparams_search=optuna",
-            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.n_trials=2",
             f"hydra.sweep.dir={sweep_dir}",
         ],
         timeout=600,
     )
-    parent, children = _parent_and_children(tmp_path / "mlflow.db", 3)
-    assert len({c.data.params["optimizer.learning_rate"] for c in children}) == 3
+    parent, children = _parent_and_children(tmp_path / "mlflow.db", 2)
+    assert len({c.data.params["optimizer.learning_rate"] for c in children}) == 2
     best = (sweep_dir / "optimization_results.yaml").read_text()
     assert "best_value" in best and "optimizer.learning_rate" in best
+    # Optuna maximized what each job returned: the best value is the best trial's val_accuracy.
+    returned = [float(c.data.tags[OPTIMIZED_VALUE_TAG]) for c in children]
+    assert all(c.data.tags[OPTIMIZED_METRIC_TAG] == "val_accuracy" for c in children)
+    assert yaml.safe_load(best)["best_value"] == pytest.approx(max(returned))

@@ -1,7 +1,7 @@
 """Fixtures of the tracking tests: one real ``mlflow server`` for the session, tiny data.
 
 The server takes ~30 s to start on a loaded 2-core machine, so its process is launched as soon
-as the first test of this folder runs and waited for only by the tests that need it.
+as the first test of a module that needs it runs, and waited for only by the tests that need it.
 """
 
 from __future__ import annotations
@@ -46,9 +46,14 @@ def _server_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server
 
 @pytest.fixture(autouse=True)
 def _boot_server_early(request: pytest.FixtureRequest, _server_process: Server) -> None:
-    """Launch the server at the first test of this folder, if any selected test needs it, so
-    it boots while the SQLite tests run."""
-    if _server_process.process is None and any(map(_needs_server, request.session.items)):
+    """Launch the server at the first test of a module that has tests needing it, so it boots
+    while that module's SQLite tests run. Per module, not per session: under pytest-xdist every
+    worker collects every test, and a worker that never runs a server test must not boot one."""
+    if _server_process.process is None and any(
+        _needs_server(item)
+        for item in request.session.items
+        if getattr(item, "module", None) is request.module
+    ):
         _server_process.launch()
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -30,6 +32,30 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a test's ``mlflow server``: no inherited MLflow settings, and no job
+    execution. MLflow 3's server otherwise starts a job runner and seven huey consumer
+    processes (for GenAI jobs trainkit never submits): each imports MLflow, twice the CPU of
+    the server itself, and they outlive a server stopped by SIGTERM."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
+    env.update(extra or {})
+    return env
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the process group of ``process`` (started with ``start_new_session``), then
+    SIGKILL after 20 s: nothing it started is left running."""
+    for sig, wait in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 @dataclass
@@ -62,10 +88,12 @@ class Server:
             "--workers",
             "1",
         ]
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
-        env.update(extra_env or {})
+        env = server_env(extra_env)
         with self.log.open("ab") as out:
-            self.process = subprocess.Popen(command, stdout=out, stderr=out, env=env)
+            # Its own process group: the CLI starts uvicorn as a child, stop() ends both.
+            self.process = subprocess.Popen(
+                command, stdout=out, stderr=out, env=env, start_new_session=True
+            )
 
     def healthy(self) -> bool:
         try:
@@ -85,14 +113,8 @@ class Server:
         raise RuntimeError(f"mlflow server did not come up on {self.uri}:\n{tail}")
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(20)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(10)
+        if self.process is not None:
+            stop_group(self.process)
         self.process = None
 
     def start(self) -> None:

@@ -40,12 +40,31 @@ class AuthServer(Server):
 
 
 @pytest.fixture(scope="module")
-def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
+def _auth_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
     root = tmp_path_factory.mktemp("mlflow-auth")
     server = AuthServer(root=root, port=free_port(), log=root / "server.log")
-    server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _boot_auth_server_early(request: pytest.FixtureRequest, _auth_process: AuthServer) -> None:
+    """Launch the auth server at this module's first test (the system-metrics test, first in
+    the file), so it boots while that test runs; ``auth_server`` waits for it."""
+    if _auth_process.process is None and any(
+        "auth_server" in getattr(item, "fixturenames", ())
+        for item in request.session.items
+        if getattr(item, "module", None) is request.module
+    ):
+        _auth_process.launch()
+
+
+@pytest.fixture(scope="module")
+def auth_server(_auth_process: AuthServer) -> AuthServer:
+    if _auth_process.process is None:
+        _auth_process.launch()
+    _auth_process.wait()
+    return _auth_process
 
 
 def files_containing(root: Path, needle: str) -> list[Path]:
@@ -54,6 +73,31 @@ def files_containing(root: Path, needle: str) -> list[Path]:
         if path.is_file() and needle.encode() in path.read_bytes():
             hits.append(path)
     return hits
+
+
+# First in the file: the auth server boots in the background while it runs.
+@pytest.mark.slow
+def test_system_metrics_are_logged(
+    tmp_path: Path, arrays: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    context = make_context(tmp_path / "run", uri, arrays, system_metrics=True)
+
+    class Slow(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            import time
+
+            time.sleep(1.0)  # give the 0.2 s sampler time to take a few samples
+
+    job = run_job(context, [MLflowLogger(flush_interval=0.5)], arrays, extra=[Slow()])
+    assert job.status == "FINISHED"
+    client = MlflowClient(tracking_uri=uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("trainkit-tests").experiment_id])
+    system = [key for key in run.data.metrics if key.startswith("system/")]
+    assert "system/cpu_utilization_percentage" in system
+    assert "system/system_memory_usage_megabytes" in system
 
 
 @pytest.mark.server
@@ -95,27 +139,3 @@ def test_auth_server_refuses_without_credentials_and_training_goes_on(
     assert len(job.history["loss"]) == 2
     spool = tmp_path / "run" / "mlflow_spool.jsonl"
     assert spool.exists() and len(spool.read_text().splitlines()) >= 10
-
-
-@pytest.mark.slow
-def test_system_metrics_are_logged(
-    tmp_path: Path, arrays: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.2")
-    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING", "1")
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    context = make_context(tmp_path / "run", uri, arrays, system_metrics=True)
-
-    class Slow(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            import time
-
-            time.sleep(1.0)  # give the 0.2 s sampler time to take a few samples
-
-    job = run_job(context, [MLflowLogger(flush_interval=0.5)], arrays, extra=[Slow()])
-    assert job.status == "FINISHED"
-    client = MlflowClient(tracking_uri=uri)
-    (run,) = client.search_runs([client.get_experiment_by_name("trainkit-tests").experiment_id])
-    system = [key for key in run.data.metrics if key.startswith("system/")]
-    assert "system/cpu_utilization_percentage" in system
-    assert "system/system_memory_usage_megabytes" in system

@@ -156,12 +156,24 @@ def _python(*args: str, cwd: Path = WORKTREE) -> tuple[subprocess.CompletedProce
 
 @pytest.mark.slow
 def test_replay_with_nothing_to_replay_exits_0(tmp_path: Path) -> None:
-    done, _ = _python("-m", "trainkit.tracking.replay", str(tmp_path))
-    assert done.returncode == 0, done.stderr
-    assert "nothing to replay" in done.stdout
-    missing, _ = _python("-m", "trainkit.tracking.replay", str(tmp_path / "nope"))
-    assert missing.returncode == 1
-    assert "not a directory" in missing.stderr
+    # Both commands at once: two processes that share nothing.
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-m", "trainkit.tracking.replay", str(folder)],
+            cwd=WORKTREE,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for folder in (tmp_path, tmp_path / "nope")
+    ]
+    (out, err), (_, missing_err) = (process.communicate(timeout=300) for process in started)
+    assert started[0].returncode == 0, err
+    assert "nothing to replay" in out
+    assert started[1].returncode == 1
+    assert "not a directory" in missing_err
 
 
 @pytest.mark.slow

@@ -158,19 +158,35 @@ def test_a_sweeps_parent_run_compares_its_jobs_as_they_end(tmp_path: Path) -> No
     assert (sweep_dir / "sweep_comparison.png").stat().st_size > 1000
 
 
-def _import_tensorflow(env: dict[str, str]) -> str:
+def _import_tensorflow(env: dict[str, str]) -> subprocess.Popen:
     code = "from trainkit.runtime import quiet_tensorflow; quiet_tensorflow(); import keras"
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return done.stderr
+
+
+def _stderr(process: subprocess.Popen) -> str:
+    try:
+        _, err = process.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        raise
+    assert process.returncode == 0, err[-2000:]
+    return err
 
 
 @pytest.mark.slow  # two imports of TensorFlow in subprocesses
 def test_tensorflow_start_up_chatter_is_off_unless_asked_for() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_CPP", "TRAINKIT_TF"))}
-    quiet = _import_tensorflow(env)
+    # Both imports at once: each is a separate process, they share nothing.
+    quiet_process = _import_tensorflow(env)
+    loud_process = _import_tensorflow({**env, "TRAINKIT_TF_LOGS": "1"})
+    quiet, loud = _stderr(quiet_process), _stderr(loud_process)
     assert "absl::InitializeLog" not in quiet and "oneDNN" not in quiet, quiet
-    loud = _import_tensorflow({**env, "TRAINKIT_TF_LOGS": "1"})
     assert "absl::InitializeLog" in loud or "oneDNN" in loud, loud
