@@ -1,4 +1,7 @@
-"""The job in-process on composed configs: what it returns, leaves behind and refuses."""
+"""The job in-process on composed configs: what it returns, leaves behind and refuses.
+
+The jobs that train run their steps eagerly (``trainer.run_eagerly=true``): graph tracing is not
+what these tests are about, and it costs seconds a job."""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ import pytest
 from tests.conftest import TINY, compose_config
 from trainkit import job
 
+EAGER = "trainer.run_eagerly=true"
+
 
 def run(tmp_path, overrides, capsys=None):
     cfg = compose_config(
@@ -20,11 +25,22 @@ def run(tmp_path, overrides, capsys=None):
 
 
 @pytest.mark.slow
-def test_minimal_stack_trains_evaluates_predicts(tmp_path, capsys):
+def test_minimal_stack_trains_evaluates_predicts_and_returns_the_optimized_metric(tmp_path, capsys):
+    """One job for two questions: the minimal stack runs every phase and tells where to look,
+    and the job returns the optimized metric's best epoch (here ``val_loss``: the lowest)."""
+    from mlflow import MlflowClient
+
     hook_logger = "+callbacks.hook_logger._target_=callbacks.hook_logger.HookLogger"
-    value = run(tmp_path, ["callbacks=minimal", hook_logger, "trainer.epochs=2"])
-    assert 0.0 <= value <= 1.0
+    value = run(
+        tmp_path,
+        ["callbacks=minimal", hook_logger, "trainer.epochs=2", "optimized_metric=val_loss", EAGER],
+    )
     run_dir = tmp_path / "run"
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db")
+    run_id = (run_dir / "mlflow_run_id").read_text().strip()
+    val_loss = [m.value for m in client.get_metric_history(run_id, "val_loss")]
+    assert len(val_loss) == 2 and value > 0  # a loss, the best (lowest) epoch's
+    assert value == pytest.approx(min(val_loss))
     assert json.loads((run_dir / "class_names.json").read_text()) == [str(i) for i in range(10)]
     events = [json.loads(line) for line in (run_dir / "events.jsonl").read_text().splitlines()]
     phases = {e["phase"] for e in events}
@@ -33,12 +49,6 @@ def test_minimal_stack_trains_evaluates_predicts(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "test: accuracy=" in out and f"run directory: {run_dir}" in out
     assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlflow.db" in out
-
-
-@pytest.mark.slow
-def test_returns_the_optimized_metric(tmp_path):
-    value = run(tmp_path, ["callbacks=none", "optimized_metric=val_loss", "trainer.epochs=2"])
-    assert value > 0  # a loss, the best (lowest) epoch's
 
 
 def user_error(tmp_path, overrides, capsys) -> str:
@@ -90,7 +100,8 @@ def test_ctrl_c_ends_the_run_killed_and_keeps_checkpoints(tmp_path, capsys):
             [
                 "callbacks=default",
                 "~callbacks.tensorboard",
-                "trainer.epochs=3",
+                "trainer.epochs=2",
+                EAGER,
                 "+callbacks.interrupt._target_=tests.test_job.InterruptAtSecondEpoch",
             ],
         )

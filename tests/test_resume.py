@@ -1,6 +1,12 @@
 """Exact resume through run.py: a job killed with SIGKILL in the middle of an epoch and rerun
 ends with the weights of a job that ran through, in one MLflow run without a duplicated or a
-missing step."""
+missing step.
+
+Four processes in all: the uninterrupted job (one for the test run, test_signals compares with
+it too), the killed one, its rerun, and a resume from another run directory (which also holds
+a TensorBoard log ahead of the backup). The job is as small as the behaviour allows: 2 steps an
+epoch, 2 epochs, the kill after step 3 (mid-epoch 2), step functions run eagerly (tracing is not
+what these tests are about; both sides of every comparison run the same way)."""
 
 from __future__ import annotations
 
@@ -13,9 +19,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
+
+from callbacks.base import TrainkitCallback
+from trainkit import signals
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,18 +33,21 @@ ROOT = Path(__file__).resolve().parents[1]
 # a loaded 2-core machine, beyond the suite's default timeout.
 pytestmark = pytest.mark.timeout(900)
 
-# 64 training images in batches of 16: 4 steps an epoch, 8 in all; a backup every 2 steps.
+# 32 training images in batches of 16: 2 steps an epoch, 4 in all; a backup at step 3 (the
+# middle of epoch 2) besides those at the epoch ends.
+EPOCH_STEPS, STEPS = 2, 4
 JOB = [
     "model=alexnet",
     "data.image_size=67",
-    "data.limit=64",
+    "data.limit=32",
     "trainer.batch_size=16",
     "trainer.epochs=2",
     "trainer.precision=float32",
     "trainer.deterministic=true",
     "trainer.seed=3",
+    "trainer.run_eagerly=true",
     "callbacks=full",
-    "callbacks.backup.save_every_n_steps=2",
+    "callbacks.backup.save_every_n_steps=3",
     "callbacks.backup.delete_on_success=false",  # final_weights reads the finished backup
     # the best weights of epochs before a resume are not in memory: compare the trained ones
     "callbacks.early_stopping.restore_best_weights=false",
@@ -74,17 +87,49 @@ def run(run_dir: Path, *extra: str, db: Path | None = None) -> subprocess.Comple
     return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
-def wait_for_backup(process: subprocess.Popen, run_dir: Path, global_step: int) -> dict:
-    """Poll until the backup is at ``global_step`` or later; returns its latest.json."""
-    pointer = run_dir / "backup" / "latest.json"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        if pointer.exists():
-            meta = json.loads(pointer.read_text())
-            if meta["global_step"] >= global_step:
-                return meta
-        time.sleep(0.02)
-    raise AssertionError(f"no backup at step {global_step}: {process.communicate()}")
+class Hold(TrainkitCallback):
+    """Test helper: before training batch ``batch`` of epoch ``epoch`` (0-based) the job writes
+    ``<run_dir>/held`` and waits for a signal from outside: a SIGKILL ends it there, a SIGTERM
+    or SIGINT (recorded by :mod:`trainkit.signals`) lets the batch run and the job stop after
+    it. So a test signals the job at a known step however loaded the machine is. Once per run
+    directory: a rerun with the same command does not wait."""
+
+    def __init__(self, epoch: int = 0, batch: int = 0, timeout: float = 240) -> None:
+        super().__init__()
+        self.epoch, self.batch, self.timeout = epoch, batch, timeout
+        self._epoch: int | None = None
+
+    def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        self._epoch = epoch
+
+    def on_train_batch_begin(self, batch: int, logs: Any = None) -> None:
+        marker = self.run_dir / "held"
+        if (self._epoch, batch) != (self.epoch, self.batch) or marker.exists():
+            return
+        marker.write_text(f"{self.epoch} {self.batch}")
+        deadline = time.monotonic() + self.timeout
+        while signals.requested() is None:
+            if time.monotonic() > deadline:
+                raise RuntimeError("Hold: no signal came")
+            time.sleep(0.02)
+
+
+def hold_at(epoch: int, batch: int) -> tuple[str, ...]:
+    """The overrides that add :class:`Hold` to a job."""
+    return (
+        "+callbacks.hold._target_=tests.test_resume.Hold",
+        f"+callbacks.hold.epoch={epoch}",
+        f"+callbacks.hold.batch={batch}",
+    )
+
+
+def wait_until_held(process: subprocess.Popen, run_dir: Path) -> None:
+    """Poll until the job waits in :class:`Hold` (cheap: the job itself does the timing)."""
+    deadline = time.monotonic() + 280
+    while not (run_dir / "held").exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"the job never held: {process.communicate()}")
+        time.sleep(0.05)
 
 
 def final_weights(run_dir: Path) -> list[np.ndarray]:
@@ -111,19 +156,41 @@ def histories(run_dir: Path, db: Path | None = None) -> tuple[str, dict[str, lis
 
 
 class Job:
-    """A job started in the background; :meth:`done` waits for it once and returns its dir."""
+    """The uninterrupted JOB, run once for the whole test run (see :func:`shared_uninterrupted`)
+    in ``<folder>/whole``. The process that starts it (the owner) writes its exit status to
+    ``<folder>/returncode`` once it ended; :meth:`done` waits for that file, so a process that
+    did not start the job (another xdist worker) waits for it the same way."""
 
-    def __init__(self, run_dir: Path, *extra: str) -> None:
-        self.run_dir = run_dir
-        self.process = start(run_dir, *extra)
-        self.result: subprocess.CompletedProcess | None = None
+    def __init__(self, folder: Path, owner: bool) -> None:
+        self.folder = folder
+        self.run_dir = folder / "whole"
+        self.process: subprocess.Popen | None = None
+        if owner:
+            env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
+            with (folder / "stdout").open("w") as out, (folder / "stderr").open("w") as err:
+                self.process = subprocess.Popen(
+                    command(self.run_dir), cwd=ROOT, env=env, stdout=out, stderr=err
+                )
+
+    def finish(self, timeout: float = 600) -> None:
+        """The owner: wait for the job (killed after ``timeout`` s) and record its status."""
+        if self.process is None or (self.folder / "returncode").exists():
+            return
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        (self.folder / "returncode.tmp").write_text(str(code))
+        (self.folder / "returncode.tmp").rename(self.folder / "returncode")
 
     def done(self) -> Path:
-        if self.result is None:
-            out, err = self.process.communicate(timeout=300)
-            self.result = subprocess.CompletedProcess(self.process.args, self.process.returncode)
-            self.result.stdout, self.result.stderr = out, err
-        assert self.result.returncode == 0, self.result.stderr
+        self.finish()
+        status, deadline = self.folder / "returncode", time.monotonic() + 600
+        while not status.exists():
+            assert time.monotonic() < deadline, "the uninterrupted job did not end"
+            time.sleep(0.2)
+        assert status.read_text() == "0", (self.folder / "stderr").read_text()[-3000:]
         return self.run_dir
 
 
@@ -131,20 +198,38 @@ _shared: dict[str, Job] = {}
 
 
 def shared_uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Job:
-    """JOB run through once in the session, started when a test first asks for it (so it
-    trains while that test's interrupted job does), shared by every test comparing with it."""
+    """JOB run through once in the test run, started when a test first asks for it (so it
+    trains while that test's interrupted job does), shared by every test comparing with it:
+    test_signals' and test_resume's, in one process or in two xdist workers (``--dist
+    loadfile`` may give the files to different workers: the first to ask starts the job in
+    the run's shared temporary folder, the other waits for it there)."""
     if "whole" not in _shared:
-        _shared["whole"] = Job(tmp_path_factory.mktemp("uninterrupted") / "whole")
+        run_uid = os.environ.get("PYTEST_XDIST_TESTRUNUID")
+        if run_uid is None:
+            folder, owner = tmp_path_factory.mktemp("uninterrupted"), True
+        else:  # the workers' base folders are siblings: their parent is the run's
+            folder = tmp_path_factory.getbasetemp().parent / f"uninterrupted-{run_uid}"
+            folder.mkdir(exist_ok=True)
+            try:
+                os.close(os.open(folder / "owner", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                owner = True
+            except FileExistsError:
+                owner = False
+        _shared["whole"] = Job(folder, owner)
     return _shared["whole"]
+
+
+def uninterrupted_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Job]:
+    """The session fixtures' body: at the end the owner still lets the job finish, as
+    another worker may be waiting for it."""
+    job = shared_uninterrupted(tmp_path_factory)
+    yield job
+    job.finish()
 
 
 @pytest.fixture(scope="session")
 def uninterrupted(tmp_path_factory) -> Iterator[Job]:
-    job = shared_uninterrupted(tmp_path_factory)
-    yield job
-    if job.process.poll() is None:
-        job.process.kill()
-        job.process.wait()
+    yield from uninterrupted_fixture(tmp_path_factory)
 
 
 def same_weights(a: Path, b: Path) -> None:
@@ -161,21 +246,23 @@ def same_histories(cut: Path, whole: Path, db: Path | None = None) -> str:
     assert steps.keys() == expected.keys()
     for key, logged in steps.items():
         assert logged == expected[key], key
-    assert steps["loss"] == list(range(1, 9))
-    assert steps["val_loss"] == [4, 8]
+    assert steps["loss"] == list(range(1, STEPS + 1))
+    assert steps["val_loss"] == [EPOCH_STEPS, STEPS]
     return run_id
 
 
 @pytest.fixture(scope="module")
 def killed(tmp_path_factory) -> tuple[Path, Path]:
-    """JOB killed with SIGKILL in the middle of epoch 2 (after the backup at step 6): its run
-    directory, and a copy of what it left (run directory, and the store beside it)."""
+    """JOB killed with SIGKILL in the middle of epoch 2 (after the backup at step 3, before
+    step 4): its run directory, and a copy of what it left (run directory, and the store
+    beside it)."""
     cut = tmp_path_factory.mktemp("sigkill") / "cut"
-    process = start(cut)
-    meta = wait_for_backup(process, cut, 6)  # epoch 2 (0-based 1), 2 steps in
+    process = start(cut, *hold_at(1, 1))
+    wait_until_held(process, cut)
     process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-    assert (meta["epoch"], meta["step"]) == (1, 2), meta
+    assert process.wait(timeout=30) == -signal.SIGKILL
+    meta = json.loads((cut / "backup" / "latest.json").read_text())
+    assert (meta["epoch"], meta["step"], meta["global_step"]) == (1, 1, 3), meta
     copy = tmp_path_factory.mktemp("sigkill-copy") / "cut"
     shutil.copytree(cut, copy)
     shutil.copy(cut.parent / "cut.db", copy.parent / "cut.db")
@@ -187,7 +274,7 @@ def killed_and_rerun(killed: tuple[Path, Path], uninterrupted: Job):
     """The killed JOB run again with the same command: (its run dir, the uninterrupted one's,
     the rerun's result)."""
     cut = killed[0]
-    resumed = run(cut)
+    resumed = run(cut, *hold_at(1, 1))
     assert resumed.returncode == 0, resumed.stderr
     return cut, uninterrupted.done(), resumed
 
@@ -195,7 +282,7 @@ def killed_and_rerun(killed: tuple[Path, Path], uninterrupted: Job):
 @pytest.mark.slow
 def test_sigkill_mid_epoch_then_rerun_equals_an_uninterrupted_job(killed_and_rerun):
     cut, whole, resumed = killed_and_rerun
-    assert "resuming at epoch 2, step 2" in resumed.stdout
+    assert "resuming at epoch 2, step 1" in resumed.stdout
     same_weights(whole, cut)
     run_id = same_histories(cut, whole)
     # the resumed epoch's training accuracy is no better than the uninterrupted one's: a model
@@ -235,40 +322,37 @@ def test_tensorboard_after_a_sigkill_and_rerun_has_every_step_once(killed_and_re
         assert len(pairs) == len(set(pairs)), f"{folder}: a step written twice"
         assert sorted(pairs) == sorted(expected[folder]), folder
     steps = sorted(step for tag, step in logged["train"] if tag == "batch_loss")
-    assert steps == list(range(1, 9))
+    assert steps == list(range(1, STEPS + 1))
 
 
 @pytest.mark.slow
-def test_resume_from_another_run_directory_continues_its_mlflow_run(killed, uninterrupted):
+def test_resume_from_another_run_directory_continues_its_mlflow_run_and_its_log(
+    killed, uninterrupted
+):
+    """``trainer.resume=PATH`` from a fresh run directory: the backup's MLflow run goes on (no
+    second run), the weights are the uninterrupted job's. That directory also holds a
+    TensorBoard log ahead of the backup, as a job killed after TensorBoard wrote an epoch and
+    before the backup committed it leaves one: here the uninterrupted job's log (steps 1-4,
+    epochs 0-1) with the killed job's backup (step 3); the rerun redoes step 4 and epoch 1 and
+    writes no step twice."""
     source = killed[1]  # the killed job's copy: killed_and_rerun reruns the job itself
     db = source.parent / "cut.db"
     elsewhere = source.parent / "elsewhere"
+    whole = uninterrupted.done()
+    shutil.copytree(whole / "tensorboard", elsewhere / "tensorboard")
     result = run(elsewhere, f"trainer.resume={source}", db=db)
     assert result.returncode == 0, result.stderr
-    assert "resuming at epoch 2, step 2" in result.stdout
+    assert "resuming at epoch 2, step 1" in result.stdout
 
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(f"sqlite:///{db}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert len(runs) == 1  # the backup's run went on, no second one
-    whole = uninterrupted.done()
     assert same_histories(elsewhere, whole, db) == runs[0].info.run_id
     same_weights(whole, elsewhere)
 
-
-@pytest.mark.slow
-def test_tensorboard_log_ahead_of_the_backup_gets_no_step_twice(killed, uninterrupted, tmp_path):
-    # A job killed after TensorBoard wrote an epoch and before the backup committed it leaves
-    # a log ahead of its backup. Here: the uninterrupted job's log (steps 1-8, epochs 0-1) and
-    # the killed job's backup (step 6): the rerun redoes steps 7-8 and epoch 1.
-    whole = uninterrupted.done()
-    ahead = tmp_path / "ahead"
-    shutil.copytree(whole / "tensorboard", ahead / "tensorboard")
-    result = run(ahead, f"trainer.resume={killed[1]}")
-    assert result.returncode == 0, result.stderr
-    assert "resuming at epoch 2, step 2" in result.stdout
-    logged, expected = event_steps(ahead), event_steps(whole)
+    logged, expected = event_steps(elsewhere), event_steps(whole)
     for folder in ("train", "validation"):
         pairs = logged[folder]
         assert len(pairs) == len(set(pairs)), f"{folder}: a step written twice"

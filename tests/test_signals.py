@@ -1,37 +1,46 @@
 """Graceful stops through run.py: SIGTERM in the middle of an epoch finishes the step, writes a
 backup, ends the MLflow run KILLED and exits 143; the rerun resumes the same run. The same for a
 signal during validation and during the evaluation after training. A loss that turns NaN ends
-the run FAILED with the reason."""
+the run FAILED with the reason.
+
+The signals land on one job, stopped three times and run a fourth to its end, which then has
+the weights and the MLflow history of the uninterrupted job (test_resume's, shared by the
+session): five processes for what took eight. The NaN job runs in-process."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from callbacks.base import TrainkitCallback
+from tests.conftest import TINY, compose_config
 from tests.test_resume import (
+    EPOCH_STEPS,
+    STEPS,
     Job,
     histories,
+    hold_at,
     run,
     same_histories,
     same_weights,
-    shared_uninterrupted,
     start,
+    uninterrupted_fixture,
+    wait_until_held,
 )
 
-# Jobs in subprocesses, one to three a test: minutes on a loaded 2-core machine, beyond the
-# suite's default timeout.
+# Jobs in subprocesses, five in the chain's test: minutes on a loaded 2-core machine, beyond
+# the suite's default timeout.
 pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture(scope="session")
-def uninterrupted(tmp_path_factory) -> Job:
-    return shared_uninterrupted(tmp_path_factory)
+def uninterrupted(tmp_path_factory) -> Iterator[Job]:
+    yield from uninterrupted_fixture(tmp_path_factory)
 
 
 class Interrupt(TrainkitCallback):
@@ -73,84 +82,99 @@ class Interrupt(TrainkitCallback):
             os.kill(os.getpid(), getattr(signal, name))
 
 
-@pytest.mark.slow
-def test_sigterm_mid_epoch_backs_up_exits_143_and_the_rerun_resumes_the_run(tmp_path):
-    run_dir = tmp_path / "job"
-    job = start(run_dir, "callbacks.backup.save_every_n_steps=1")
-    pointer = run_dir / "backup" / "latest.json"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and job.poll() is None:
-        if pointer.exists() and json.loads(pointer.read_text())["global_step"] >= 5:
-            break
-        time.sleep(0.02)
-    job.send_signal(signal.SIGTERM)
-    out, err = job.communicate(timeout=120)
-    assert job.returncode == 143, err
-    lines = [line for line in err.splitlines() if line.startswith("interrupted")]
-    assert len(lines) == 1 and "SIGTERM" in lines[0] and "Traceback" not in err
-    meta = json.loads(pointer.read_text())
-    # (step 4: the signal landed in the last validation, after every step of the epoch)
-    assert meta["epoch"] == 1 and 1 <= meta["step"] <= 4 and not meta["finished"], meta
-    run_id, steps, status = histories(run_dir)
-    assert status == "KILLED"
-    assert steps["loss"] == list(range(1, 4 + meta["step"] + 1))
-
-    again = run(run_dir)
-    assert again.returncode == 0, again.stderr
-    assert f"resuming at epoch 2, step {meta['step']}" in again.stdout
-    resumed_id, steps, status = histories(run_dir)
-    assert (resumed_id, status) == (run_id, "FINISHED")
-    assert steps["loss"] == list(range(1, 9))
-    assert steps["val_loss"] == [4, 8]
+def interrupted_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("interrupted")]
 
 
 @pytest.mark.slow
-def test_a_nan_loss_fails_the_run_with_the_reason(tmp_path):
-    from mlflow.tracking import MlflowClient
-
-    run_dir = tmp_path / "nan"
-    result = run(run_dir, "optimizer.learning_rate=1e12", "trainer.epochs=1")
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "not finite" in lines[0] and "Traceback" not in result.stderr
-    run_id, _, status = histories(run_dir)
-    assert status == "FAILED"
-    client = MlflowClient(f"sqlite:///{tmp_path / 'nan.db'}")
-    assert client.get_run(run_id).data.tags["trainkit.stop_reason"] == "non_finite"
-
-
-@pytest.mark.slow
-def test_signals_during_validation_and_evaluation_back_up_and_resume_exactly(
+def test_signals_mid_epoch_in_validation_and_in_evaluation_back_up_and_resume_exactly(
     tmp_path, uninterrupted
 ):
     run_dir = tmp_path / "job"
-    command = ("+callbacks.interrupt._target_=tests.test_signals.Interrupt",)
+    # The same command every time, as a user reruns it: it holds before the first step for the
+    # SIGTERM from outside, and signals itself in epoch 1's validation and in the evaluation
+    # (each once per run directory).
+    command = (*hold_at(0, 0), "+callbacks.interrupt._target_=tests.test_signals.Interrupt")
+    pointer = run_dir / "backup" / "latest.json"
 
-    # SIGTERM during epoch 1's validation: every training step of the epoch is done
-    stopped = run(run_dir, *command)
-    assert stopped.returncode == 143, stopped.stderr
-    assert "interrupted" in stopped.stderr and "Traceback" not in stopped.stderr
-    meta = json.loads((run_dir / "backup" / "latest.json").read_text())
-    assert (meta["epoch"], meta["step"], meta["finished"]) == (0, 4, False), meta
+    # SIGTERM from outside in the middle of epoch 1: step 1 finishes, is backed up, exit 143
+    job = start(run_dir, *command)
+    wait_until_held(job, run_dir)
+    job.send_signal(signal.SIGTERM)
+    out, err = job.communicate(timeout=120)
+    assert job.returncode == 143, err
+    lines = interrupted_lines(err)
+    assert len(lines) == 1 and "SIGTERM" in lines[0] and "Traceback" not in err
+    meta = json.loads(pointer.read_text())
+    assert (meta["epoch"], meta["step"], meta["finished"]) == (0, 1, False), meta
     run_id, steps, status = histories(run_dir)
     assert status == "KILLED"
-    assert steps["loss"] == [1, 2, 3, 4] and "val_loss" not in steps
+    assert steps["loss"] == [1] and "val_loss" not in steps
+
+    # the rerun resumes at step 2; SIGTERM during epoch 1's validation: every training step of
+    # the epoch is done
+    stopped = run(run_dir, *command)
+    assert stopped.returncode == 143, stopped.stderr
+    assert "resuming at epoch 1, step 1" in stopped.stdout
+    lines = interrupted_lines(stopped.stderr)
+    assert len(lines) == 1 and "SIGTERM" in lines[0] and "Traceback" not in stopped.stderr
+    meta = json.loads(pointer.read_text())
+    assert (meta["epoch"], meta["step"], meta["finished"]) == (0, EPOCH_STEPS, False), meta
+    assert histories(run_dir)[0] == run_id  # the same MLflow run went on
+    _, steps, status = histories(run_dir)
+    assert status == "KILLED"
+    assert steps["loss"] == list(range(1, EPOCH_STEPS + 1)) and "val_loss" not in steps
 
     # the rerun validates epoch 1 again, ends it, trains epoch 2; Ctrl-C during the test
     # evaluation: the backup holds the finished training
     stopped = run(run_dir, *command)
     assert stopped.returncode == 130, stopped.stderr
-    assert "resuming at epoch 1, step 4" in stopped.stdout
-    assert "Traceback" not in stopped.stderr
-    meta = json.loads((run_dir / "backup" / "latest.json").read_text())
+    assert f"resuming at epoch 1, step {EPOCH_STEPS}" in stopped.stdout
+    lines = interrupted_lines(stopped.stderr)
+    assert len(lines) == 1 and "SIGINT" in lines[0] and "Traceback" not in stopped.stderr
+    meta = json.loads(pointer.read_text())
     assert meta["finished"] and not meta["stopped_early"], meta
     _, steps, status = histories(run_dir)
     assert status == "KILLED"
-    assert steps["val_loss"] == [4, 8] and not any(key.startswith("test_") for key in steps)
+    assert steps["loss"] == list(range(1, STEPS + 1))
+    assert steps["val_loss"] == [EPOCH_STEPS, STEPS]
+    assert not any(key.startswith("test_") for key in steps)
 
-    # the last rerun trains nothing more and evaluates
+    # the last rerun trains nothing more and evaluates: the uninterrupted job's weights and
+    # history, in the run the first start opened, FINISHED
     done = run(run_dir, *command)
     assert done.returncode == 0, done.stderr
     whole = uninterrupted.done()
     same_weights(whole, run_dir)
     assert same_histories(run_dir, whole) == run_id
+
+
+@pytest.mark.slow
+def test_a_nan_loss_fails_the_run_with_the_reason(tmp_path, capsys):
+    """In-process (the exit status is SystemExit's code; the process boundary adds nothing that
+    test_errors does not prove for every one-line error)."""
+    from mlflow.tracking import MlflowClient
+
+    from trainkit import job
+
+    cfg = compose_config(
+        [
+            *TINY,
+            "callbacks=default",  # nan_guard and the MLflow run, among the everyday stack
+            "~callbacks.tensorboard",
+            "optimizer.learning_rate=1e12",
+            "trainer.run_eagerly=true",
+            f"tracking.uri=sqlite:///{tmp_path / 'nan.db'}",
+        ],
+        run_dir=tmp_path / "nan",
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        job.main(cfg)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "not finite" in lines[0] and "Traceback" not in err
+    client = MlflowClient(f"sqlite:///{tmp_path / 'nan.db'}")
+    run = client.get_run((tmp_path / "nan" / "mlflow_run_id").read_text().strip())
+    assert run.info.status == "FAILED"
+    assert run.data.tags["trainkit.stop_reason"] == "non_finite"
