@@ -49,20 +49,12 @@ def _boot_server_early(request: pytest.FixtureRequest, _server_process: Server) 
     """Launch the server at the first test of a module that has tests needing it, so it boots
     while that module's SQLite tests run. Per module, not per session: under pytest-xdist every
     worker collects every test, and a worker that never runs a server test must not boot one."""
-    if _server_process.process is None and any(
-        _needs_server(item)
-        for item in request.session.items
-        if getattr(item, "module", None) is request.module
-    ):
-        _server_process.launch()
+    _server_process.boot_if_module_needs(request, _needs_server)
 
 
 @pytest.fixture(scope="session")
 def mlflow_server(_server_process: Server) -> Server:
-    if _server_process.process is None:
-        _server_process.launch()
-    _server_process.wait()
-    return _server_process
+    return _server_process.ready()
 
 
 @pytest.fixture(autouse=True)

@@ -15,6 +15,7 @@ from typing import Any
 
 import keras
 import numpy as np
+import pytest
 import requests
 import tensorflow as tf
 
@@ -120,6 +121,25 @@ class Server:
     def start(self) -> None:
         self.launch()
         self.wait()
+
+    def ready(self) -> Server:
+        """Launched (if not yet) and answering: what a test that needs the server gets."""
+        if self.process is None:
+            self.launch()
+        self.wait()
+        return self
+
+    def boot_if_module_needs(self, request: pytest.FixtureRequest, needs) -> None:
+        """Launch at the first test of a module with a test for which ``needs(item)``, so the
+        server boots while the module's other tests run. Per module, not per session: under
+        pytest-xdist every worker collects every test, and a worker that never runs such a
+        test must not boot a server."""
+        if self.process is None and any(
+            needs(item)
+            for item in request.session.items
+            if getattr(item, "module", None) is request.module
+        ):
+            self.launch()
 
 
 def datasets(arrays: tuple[np.ndarray, np.ndarray]) -> tuple[tf.data.Dataset, tf.data.Dataset]:

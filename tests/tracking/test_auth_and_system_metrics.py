@@ -51,19 +51,14 @@ def _auth_process(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServ
 def _boot_auth_server_early(request: pytest.FixtureRequest, _auth_process: AuthServer) -> None:
     """Launch the auth server at this module's first test (the system-metrics test, first in
     the file), so it boots while that test runs; ``auth_server`` waits for it."""
-    if _auth_process.process is None and any(
-        "auth_server" in getattr(item, "fixturenames", ())
-        for item in request.session.items
-        if getattr(item, "module", None) is request.module
-    ):
-        _auth_process.launch()
+    _auth_process.boot_if_module_needs(
+        request, lambda item: "auth_server" in getattr(item, "fixturenames", ())
+    )
 
 
 @pytest.fixture(scope="module")
 def auth_server(_auth_process: AuthServer) -> AuthServer:
-    if _auth_process.process is None:
-        _auth_process.launch()
-    _auth_process.wait()
+    _auth_process.ready()
     return _auth_process
 
 
