@@ -230,8 +230,9 @@ class MLflowLogger(TrainkitCallback):
         self.run = TrackedRun(spec)
         spool = Spool(self.run_path(SPOOL_NAME), spec=spec.to_dict())
         self.writer = BackgroundWriter(self.run, spool, interval=self.flush_interval)
-        system = self.context.system_keys if self.context is not None else self.system_keys
-        self.writer.rename = {key: f"system/{key}" for key in system | self.system_keys}
+        # the stack's (this logger's own among them), and ours outside a stack
+        stack = self.context.system_keys if self.context is not None else frozenset()
+        self.writer.rename = {key: f"system/{key}" for key in stack | self.system_keys}
         if not probe(spec.uri):
             log.warning(_unreachable(spec.uri))
             self.writer.down = True
