@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests import preloaded
+
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "errors.md"
 SHRINK = ["data.limit=48", "data.image_size=67", "trainer.batch_size=16", "trainer.epochs=1"]
@@ -360,7 +362,7 @@ def run_case(case: Case, cwd: Path, files: dict[str, str]) -> subprocess.Complet
     if not any(a.startswith("hydra.run.dir=") for a in args):
         args.append(f"hydra.run.dir={cwd / 'run'}")
     cwd.mkdir(parents=True, exist_ok=True)
-    return subprocess.run(
+    return preloaded.run(
         [sys.executable, str(ROOT / "run.py"), *args],
         cwd=cwd,
         env=env,

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
+from tests import preloaded
 from tests.conftest import TINY, compose_config
 from trainkit import job
 
@@ -169,7 +169,7 @@ def test_a_dead_store_spools_and_replay_writes_every_point(tmp_path, capsys):
     assert spool.exists()
     uri = f"sqlite:///{tmp_path}/replayed.db"
     replay = [sys.executable, "-m", "trainkit.tracking.replay", str(run_dir), "--uri", uri]
-    done = subprocess.run(replay, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = preloaded.run(replay, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     client = MlflowClient(uri)
     runs = client.search_runs([client.get_experiment_by_name("trainkit").experiment_id])

@@ -25,6 +25,7 @@ import numpy as np
 import pytest
 
 from callbacks.base import TrainkitCallback
+from tests import preloaded
 from trainkit import signals
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,7 +72,7 @@ def command(run_dir: Path, *extra: str, db: Path | None = None) -> list[str]:
 
 def start(run_dir: Path, *extra: str, db: Path | None = None) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.Popen(
+    return preloaded.Popen(
         command(run_dir, *extra, db=db),
         cwd=ROOT,
         env=env,
@@ -168,7 +169,7 @@ class Job:
         if owner:
             env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
             with (folder / "stdout").open("w") as out, (folder / "stderr").open("w") as err:
-                self.process = subprocess.Popen(
+                self.process = preloaded.Popen(
                     command(self.run_dir), cwd=ROOT, env=env, stdout=out, stderr=err
                 )
 

@@ -18,6 +18,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
+from tests import preloaded
 from trainkit.config import callbacks as cbconf
 from trainkit.errors import ConfigError
 from trainkit.stack import instantiate_callbacks
@@ -393,7 +394,7 @@ def test_experiment_is_chosen_like_debug(compose_cfg):
 
 
 def _run(*overrides: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
+    return preloaded.run(
         [sys.executable, "run.py", *overrides, "--cfg", "job"],
         cwd=ROOT,
         capture_output=True,

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests import preloaded
+
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = Path(__file__).with_name("launch.py")
 
@@ -88,7 +90,7 @@ def start_job(
     ``cwd/mlflow.db``."""
     log = cwd / f"{name}.out"
     with log.open("wb") as out:
-        process = subprocess.Popen(
+        process = preloaded.Popen(
             [sys.executable, str(LAUNCH), *overrides],
             cwd=cwd,
             env=env or job_env(),

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests import preloaded
 from tests.distribute.helpers import (
     ROOT,
     TINY,
@@ -206,7 +207,7 @@ def _start_probe(tmp: Path, mode: str, ports: list[int]) -> list[tuple[subproces
         with path.open("wb") as log:
             processes.append(
                 (
-                    subprocess.Popen(
+                    preloaded.Popen(
                         [sys.executable, str(PROBE), str(index), ",".join(map(str, ports)), mode],
                         cwd=ROOT,
                         env=job_env(),
