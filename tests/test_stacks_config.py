@@ -18,7 +18,6 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from tests import preloaded
 from trainkit.config import callbacks as cbconf
 from trainkit.errors import ConfigError
 from trainkit.stack import instantiate_callbacks
@@ -394,7 +393,7 @@ def test_experiment_is_chosen_like_debug(compose_cfg):
 
 
 def _run(*overrides: str) -> subprocess.CompletedProcess:
-    return preloaded.run(
+    return subprocess.run(
         [sys.executable, "run.py", *overrides, "--cfg", "job"],
         cwd=ROOT,
         capture_output=True,
