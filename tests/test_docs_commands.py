@@ -490,6 +490,9 @@ class Sandbox:
             # `mlflow ui` would start a job runner and huey consumers for GenAI jobs, each
             # importing MLflow: CPU the suite's budget has not got, for nothing a command uses
             MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false",
+            # and four uvicorn workers (``--workers``' default), each importing MLflow, where
+            # one answers the test's few requests: ~20 s of CPU a start
+            MLFLOW_WORKERS="1",
             PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         )
 
@@ -692,6 +695,9 @@ def outcomes(tmp_path_factory) -> dict[str, Outcome]:
         futures += [pool.submit(run_own, i, line) for i, line in enumerate(lines)]
         for future in futures:
             future.result()
+    # where the fixture's time went (shown by ``pytest -s`` or with a failure)
+    for outcome in sorted(results.values(), key=lambda o: -o.seconds):
+        print(f"{outcome.seconds:6.1f} s  {outcome.command}")
     return results
 
 
