@@ -24,6 +24,7 @@ closes its writers at ``on_train_end``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -298,3 +299,16 @@ class TrainkitCallback(keras.callbacks.Callback):
         for hook in self._TICKED:
             self.__dict__.pop(hook, None)
         self._own_clock = False
+
+
+def read_variables(variables: Sequence[Any]) -> list[Any]:
+    """The current values of ``variables`` as a snapshot that later steps do not change:
+    TensorFlow tensors (a read; the runtime copies a buffer only when a step writes it while
+    the read is alive), numpy copies for a backend without ``read_value``. Used by the NaN
+    guard's restore point and the checkpoint's background saves."""
+    values = []
+    for variable in variables:
+        raw = getattr(variable, "value", variable)
+        read = getattr(raw, "read_value", None)
+        values.append(read() if read is not None else keras.ops.convert_to_numpy(variable))
+    return values

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import os
 import shutil
@@ -10,7 +11,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from callbacks.base import TrainkitCallback, metric_direction
+from callbacks.base import TrainkitCallback, metric_direction, read_variables
+from trainkit.tracking.writer import WorkerThread
+
+log = logging.getLogger(__name__)
 
 MODES = ("auto", "min", "max")
 
@@ -51,11 +55,20 @@ class Checkpoint(TrainkitCallback):
     ``val_accuracy`` ``max``); a name it cannot tell raises and asks for ``mode``. Non-finite
     values never count as best. Put it after ``EarlyStopping`` and the loggers.
 
-    Cost: a batch hook asks the stack's clock whether a step checkpoint is due; the save
-    itself (every N steps) writes the file in the training thread.
+    Cost: a batch hook asks the stack's clock whether a step checkpoint is due. A save
+    (``background=True``, the default) takes a snapshot of the model's variables on the
+    training thread (a read of each: the runtime copies a buffer only when the next step
+    writes it) and hands it to a writer thread, which loads it into a *shadow* model (the same
+    architecture, built once from the model's config) and writes the ``.keras`` file from
+    there, while training goes on: the file holds the weights of the step that was due, not of
+    a later one. Files appear in save order; the bookkeeping (``best_model_path`` and the top
+    k) is up to date at once, and reading ``best_model_path`` waits for the files written so
+    far, as do ``on_train_end`` and ``on_job_end``. The shadow costs one copy of the weights in
+    memory. ``save_optimizer=True``, or a model that cannot be rebuilt from its config, saves
+    on the training thread, as ``background=False`` does.
 
     Hooks: ``on_train_begin``, ``on_train_batch_end`` (work only with ``every_n_steps``),
-    ``on_epoch_end``.
+    ``on_epoch_end``, ``on_train_end`` (waits for the writer).
 
     Args:
         monitor: the epoch-log key ranking the best checkpoints.
@@ -68,6 +81,7 @@ class Checkpoint(TrainkitCallback):
         dirname: the folder under the run directory.
         save_optimizer: also save the optimizer's state (slots, iteration count) in each file.
         verbose: 1 prints a line when a new best is saved.
+        background: write the files on a writer thread from a snapshot (see Cost).
 
     Example::
 
@@ -93,6 +107,7 @@ class Checkpoint(TrainkitCallback):
         dirname: str = "checkpoints",
         save_optimizer: bool = False,
         verbose: int = 0,
+        background: bool = True,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -107,16 +122,34 @@ class Checkpoint(TrainkitCallback):
         self.dirname = dirname
         self.save_optimizer = bool(save_optimizer)
         self.verbose = verbose
+        self.background = bool(background)
         self._direction: str | None = None
+        self._writer: WorkerThread | None = None
+        self._shadow: Any = None  # None: not built yet; False: cannot be built
         self._reset()
 
     def _reset(self) -> None:
         self.best_k_models: dict[str, float] = {}
-        self.best_model_path: str | None = None
+        self._best_model_path: str | None = None
         self.best_model_score: float | None = None
         self.last_model_path: str | None = None
         self.step_model_paths: list[str] = []
         self._warned_missing = False
+
+    @property
+    def best_model_path(self) -> str | None:
+        """The best checkpoint's path; reading it waits for the files being written."""
+        self.wait()
+        return self._best_model_path
+
+    @best_model_path.setter
+    def best_model_path(self, path: str | None) -> None:
+        self._best_model_path = path
+
+    def wait(self) -> None:
+        """Return when every checkpoint saved so far is on disk."""
+        if self._writer is not None:
+            self._writer.drain()
 
     @property
     def directory(self) -> Path:
@@ -128,6 +161,7 @@ class Checkpoint(TrainkitCallback):
         return self._direction == "max"
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.wait()
         self._reset()
         self._direction = None
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -139,7 +173,7 @@ class Checkpoint(TrainkitCallback):
         self.step_model_paths.append(str(path))
         keep = self.keep_step_checkpoints
         while keep is not None and len(self.step_model_paths) > max(int(keep), 0):
-            _remove(self.step_model_paths.pop(0))
+            self._in_order(_remove, self.step_model_paths.pop(0))
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if (epoch + 1) % self.every_n_epochs:
@@ -164,10 +198,20 @@ class Checkpoint(TrainkitCallback):
         if self.save_last:
             target = self.directory / "last.keras"
             if saved is not None:
-                _copy_atomically(saved, target)
+                self._in_order(_copy_atomically, saved, target)
             else:
                 self._save(target.name)
             self.last_model_path = str(target)
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self.wait()
+
+    def on_job_end(self, status: Any) -> None:
+        super().on_job_end(status)
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        self._shadow = None
 
     def _enters_top_k(self, value: float) -> bool:
         if self.save_top_k < 0 or len(self.best_k_models) < self.save_top_k:
@@ -185,31 +229,51 @@ class Checkpoint(TrainkitCallback):
         while 0 <= self.save_top_k < len(self.best_k_models):
             path, _ = self._worst()
             del self.best_k_models[path]
-            _remove(path)
+            self._in_order(_remove, path)
 
     def _update_best(self, epoch: int) -> None:
         pick = max if self._higher_is_better() else min
         path, score = pick(self.best_k_models.items(), key=lambda item: item[1])
-        if path != self.best_model_path and self.verbose:
+        if path != self._best_model_path and self.verbose:
             print(f"Checkpoint: epoch {epoch + 1}: best {self.monitor} {score:.6g} -> {path}")
-        self.best_model_path, self.best_model_score = path, score
+        self._best_model_path, self.best_model_score = path, score
 
     def _save(self, name: str) -> Path:
         target = self.directory / name
-        temporary = target.with_name(f".tmp-{target.name}")
-        if self.save_optimizer:
-            self.model.save(temporary)
+        shadow = self._shadow_model()
+        if shadow is None:
+            self.wait()  # files keep their save order
+            _write(self.model, target, self.save_optimizer)
         else:
-            save_without_optimizer(self.model, temporary)
-        os.replace(temporary, target)
+            snapshot = read_variables(self.model.variables)
+            self._in_order(_write_snapshot, shadow, snapshot, target)
         return target
+
+    def _in_order(self, fn: Any, *args: Any) -> None:
+        """Run ``fn(*args)`` after the saves before it: on the writer thread if there is one."""
+        if self._writer is None:
+            fn(*args)
+        else:
+            self._writer.submit(fn, *args)
+
+    def _shadow_model(self) -> Any:
+        """The model the writer thread saves from; None where saving stays on this thread."""
+        if not self.background or self.save_optimizer:
+            return None
+        if self._shadow is None:
+            self._shadow = _build_shadow(self.model) or False
+            if self._shadow is not False:
+                self._writer = WorkerThread("trainkit-checkpoint")
+        return self._shadow or None
 
     # -- resume support (callbacks.backup.Backup) ---------------------------------------------
 
     def state_dict(self) -> dict[str, Any]:
+        # The files need not be written yet: a job killed before they are resumes with the
+        # paths that exist (load_state_dict), and writes the next ones anew.
         return {
             "best_k_models": dict(self.best_k_models),
-            "best_model_path": self.best_model_path,
+            "best_model_path": self._best_model_path,
             "best_model_score": self.best_model_score,
             "last_model_path": self.last_model_path,
             "step_model_paths": list(self.step_model_paths),
@@ -221,10 +285,51 @@ class Checkpoint(TrainkitCallback):
             for path, score in state.get("best_k_models", {}).items()
             if Path(path).exists()
         }
-        self.best_model_path = state.get("best_model_path")
+        path = state.get("best_model_path")
+        self._best_model_path = path if path in self.best_k_models else None
         self.best_model_score = state.get("best_model_score")
         self.last_model_path = state.get("last_model_path")
         self.step_model_paths = [p for p in state.get("step_model_paths", []) if Path(p).exists()]
+
+
+def _write(model: Any, target: Path, with_optimizer: bool) -> None:
+    """``model`` to ``target`` as a ``.keras`` file, under a temporary name then renamed."""
+    temporary = target.with_name(f".tmp-{target.name}")
+    if with_optimizer:
+        model.save(temporary)
+    else:
+        save_without_optimizer(model, temporary)
+    os.replace(temporary, target)
+
+
+def _write_snapshot(shadow: Any, snapshot: list[Any], target: Path) -> None:
+    """On the writer thread: the shadow takes the snapshot's values, then is written."""
+    for variable, value in zip(shadow.variables, snapshot, strict=True):
+        variable.assign(value)
+    _write(shadow, target, with_optimizer=False)
+
+
+def _build_shadow(model: Any) -> Any:
+    """A model of the same class and config as ``model``, built and compiled alike, whose
+    variables match ``model.variables`` one to one; None if it cannot be made."""
+    import keras
+
+    try:
+        with keras.name_scope("trainkit_checkpoint_shadow"):
+            shadow = model.__class__.from_config(model.get_config())
+        if not shadow.built:
+            shadow.build(model.input_shape)
+        compile_config = model.get_compile_config() if model.compiled else None
+        if compile_config:
+            shadow.compile_from_config(compile_config)
+        pairs = list(zip(shadow.variables, model.variables, strict=True))
+    except Exception as exc:  # noqa: BLE001 - any model: fall back to saving on this thread
+        log.info("Checkpoint: saving on the training thread (%s: %s)", type(exc).__name__, exc)
+        return None
+    if any(tuple(a.shape) != tuple(b.shape) or a.dtype != b.dtype for a, b in pairs):
+        log.info("Checkpoint: saving on the training thread (the rebuilt model differs)")
+        return None
+    return shadow
 
 
 def save_without_optimizer(model: Any, path: str | os.PathLike) -> None:

@@ -9,6 +9,8 @@ from typing import Any
 import keras
 import numpy as np
 
+from callbacks.base import read_variables
+
 
 class NanGuard(keras.callbacks.Callback):
     """Stops ``fit`` at the first batch whose loss is NaN or infinite and restores the last
@@ -107,14 +109,14 @@ class NanGuard(keras.callbacks.Callback):
             self._snapshot(epoch)
 
     def _snapshot(self, epoch: int) -> None:
-        self._weights = _read(self.model.weights)
+        self._weights = read_variables(self.model.weights)
         optimizer = self.model.optimizer
         if self.restore_optimizer and optimizer is not None:
             if not optimizer.built:
                 # Slots are created lazily at the first step; create them now so that the
                 # snapshot holds the whole state.
                 optimizer.build(self.model.trainable_variables)
-            self._optimizer_state = _read(optimizer.variables)
+            self._optimizer_state = read_variables(optimizer.variables)
         self.snapshot_epoch = epoch
 
     def _stop(self, batch: int, key: str, value: float, logs: dict[str, Any]) -> None:
@@ -141,15 +143,3 @@ class NanGuard(keras.callbacks.Callback):
             return
         for variable, value in zip(optimizer.variables, state, strict=True):
             variable.assign(value)
-
-
-def _read(variables: Sequence[Any]) -> list[Any]:
-    """The current values of ``variables``: TensorFlow tensors that later updates do not
-    change (the runtime copies a buffer on write while a read of it is alive); numpy copies
-    for a backend without ``read_value``."""
-    values = []
-    for variable in variables:
-        raw = getattr(variable, "value", variable)
-        read = getattr(raw, "read_value", None)
-        values.append(read() if read is not None else keras.ops.convert_to_numpy(variable))
-    return values

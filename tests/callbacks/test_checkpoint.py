@@ -100,3 +100,52 @@ def test_step_files_follow_the_clock_under_steps_per_execution(tmp_path):
     names = sorted(p.name for p in (tmp_path / "checkpoints").glob("step=*.keras"))
     # multiples of 3 crossed at steps 4 (3), 7 (6) and 9 (9): one file per crossing
     assert names == ["step=00000004.keras", "step=00000007.keras", "step=00000009.keras"]
+
+
+def test_background_saves_hold_the_weights_of_the_step_they_were_due(tmp_path, monkeypatch):
+    """A slow disk: each file is written a while after its step, on the writer thread, while
+    training goes on; every file still holds the weights of the step it was due at."""
+    import threading
+    import time
+
+    from callbacks import checkpoint as module
+
+    writers = []
+    write = module._write
+
+    def slow_write(model, target, with_optimizer):
+        time.sleep(0.2)
+        writers.append(threading.current_thread().name)
+        write(model, target, with_optimizer)
+
+    monkeypatch.setattr(module, "_write", slow_write)
+    x, y = regression_data(32)  # 4 steps an epoch: step files at 4, 8, 12, 16 = epoch ends
+    checkpoint = Checkpoint(save_top_k=2, every_n_steps=4)
+    checkpoint.set_context(RunContext(run_dir=tmp_path))
+    recorder = Recorder(weights=True)
+    model = make_model(optimizer="adam")
+    model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=4,
+        verbose=0,
+        callbacks=[Script("val_loss", VAL_LOSS), checkpoint, recorder],
+    )
+    assert writers and set(writers) == {"trainkit-checkpoint"}
+    folder = tmp_path / "checkpoints"
+    files = {
+        "epoch=002-val_loss=0.3000.keras": 1,
+        "epoch=004-val_loss=0.2000.keras": 3,
+        "last.keras": 3,
+        **{f"step={4 * (epoch + 1):08d}.keras": epoch for epoch in range(4)},
+    }
+    assert sorted(p.name for p in folder.iterdir()) == sorted(files)
+    reference = make_model()
+    for name, epoch in files.items():
+        loaded = keras.models.load_model(folder / name)
+        reference.set_weights(recorder.epoch_weights[epoch])
+        np.testing.assert_allclose(
+            loaded.predict(x, verbose=0), reference.predict(x, verbose=0), rtol=1e-6
+        )
+    assert checkpoint.best_model_path == str(folder / "epoch=004-val_loss=0.2000.keras")
