@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import shutil
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -311,7 +312,23 @@ def _write_snapshot(shadow: Any, snapshot: list[Any], target: Path) -> None:
 
 def _build_shadow(model: Any) -> Any:
     """A model of the same class and config as ``model``, built and compiled alike, whose
-    variables match ``model.variables`` one to one; None if it cannot be made."""
+    variables match ``model.variables`` one to one; None if it cannot be made.
+
+    Built on a thread of its own (and waited for): Keras runs callbacks inside the distribution
+    strategy's scope, which is per thread, and the shadow must hold plain variables (under a
+    multi-worker strategy, only the chief saves: variables made in its scope would wait for
+    the other workers forever).
+    """
+    built: list[Any] = [None]
+    thread = threading.Thread(
+        target=lambda: built.__setitem__(0, _shadow_of(model)), name="trainkit-checkpoint-build"
+    )
+    thread.start()
+    thread.join()
+    return built[0]
+
+
+def _shadow_of(model: Any) -> Any:
     import keras
 
     try:
