@@ -12,8 +12,13 @@ runs the interpreter's shutdown (threads joined, ``atexit``, streams flushed).
 
 What a fork cannot give is what the libraries read while importing: TensorFlow's and Keras's
 import-time environment (``KERAS_HOME``, ``TF_ENABLE_ONEDNN_OPTS``, …) and whatever the process
-prints while importing them. Tests of those (the start-up chatter, the Keras cache) and the
-documented commands (run exactly as written) start plain processes.
+prints while importing them. Tests of those (the start-up chatter, the Keras cache, the
+README's first command) start plain processes. Shell commands (the documented ones) reach the
+preloaded process through :func:`python_on_path`.
+
+:class:`Popen` overrides three private methods of Python 3.11's ``subprocess.Popen``
+(``_execute_child``, ``_try_wait``, ``_internal_poll``): the public ones (``wait``, ``poll``,
+``communicate``, ``send_signal``, ``kill``, the context manager) then work unchanged.
 
 ``TRAINKIT_TEST_PRELOADED=0`` makes :class:`Popen` a plain ``subprocess.Popen``.
 """
@@ -250,7 +255,7 @@ class Popen(subprocess.Popen):
                                           cwd, env, startupinfo, creationflags, shell, p2cread,
                                           p2cwrite, c2pread, c2pwrite, errread, errwrite,
                                           *rest)  # fmt: skip
-        start_new_session = rest[-2]
+        start_new_session = rest[-2]  # (..., umask, start_new_session, process_group)
         devnull = os.open(os.devnull, os.O_RDWR)
         try:
             fds = [
