@@ -7,12 +7,13 @@ import logging
 import math
 import os
 import shutil
-import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from callbacks.base import TrainkitCallback, metric_direction, read_variables
+from trainkit.context import JobStatus
 from trainkit.tracking.writer import WorkerThread
 
 log = logging.getLogger(__name__)
@@ -207,7 +208,7 @@ class Checkpoint(TrainkitCallback):
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self.wait()
 
-    def on_job_end(self, status: Any) -> None:
+    def on_job_end(self, status: JobStatus) -> None:
         super().on_job_end(status)
         if self._writer is not None:
             self._writer.close()
@@ -319,13 +320,8 @@ def _build_shadow(model: Any) -> Any:
     multi-worker strategy, only the chief saves: variables made in its scope would wait for
     the other workers forever).
     """
-    built: list[Any] = [None]
-    thread = threading.Thread(
-        target=lambda: built.__setitem__(0, _shadow_of(model)), name="trainkit-checkpoint-build"
-    )
-    thread.start()
-    thread.join()
-    return built[0]
+    with ThreadPoolExecutor(1, thread_name_prefix="trainkit-checkpoint-build") as pool:
+        return pool.submit(_shadow_of, model).result()
 
 
 def _shadow_of(model: Any) -> Any:

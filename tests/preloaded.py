@@ -82,7 +82,11 @@ def _serve(path: str) -> None:
             os.kill(owned.pop(connection), signal.SIGKILL)  # its client was killed
         if listener in ready:
             connection, _ = listener.accept()
-            request, fds = _receive(connection)
+            try:
+                request, fds = _receive(connection)
+            except (OSError, ValueError):  # a client that died mid-request: not ours to end
+                connection.close()
+                continue
             sys.stdout.flush()
             sys.stderr.flush()
             pid = os.fork()
@@ -149,7 +153,8 @@ def _child(request: dict[str, Any], fds: list[int], connection: socket.socket, b
 
         random.seed()
         np.random.seed()
-        code = _run(request["args"][1:], base)
+        _run(request["args"][1:], base)
+        code = 0
     except SystemExit as stop:
         code = _exit_code(stop.code)
     except KeyboardInterrupt:
@@ -180,7 +185,7 @@ def _exit_code(code: Any) -> int:
     return 1
 
 
-def _run(args: list[str], base: list[str]) -> int:
+def _run(args: list[str], base: list[str]) -> None:
     import runpy
 
     path = _pythonpath(os.environ)
@@ -193,7 +198,6 @@ def _run(args: list[str], base: list[str]) -> int:
         sys.argv = list(args)
         sys.path[:] = [os.path.dirname(script), *path, *base]
         runpy.run_path(args[0], run_name="__main__")
-    return 0
 
 
 # -- the tests' side ----------------------------------------------------------------------------
