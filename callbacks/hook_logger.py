@@ -7,13 +7,16 @@ What it does
     seconds), ``dt`` (seconds since the previous hook call) and ``logs``.
 
 Cost and memory
-    A hook call only appends a tuple (the hook, the times, a reference to the logs) to a list:
-    about a microsecond on the training thread. A background thread turns blocks of them into
-    JSON lines and writes them: a block is handed over every ``block_size`` events and at every
-    epoch end (without waiting); at the end of ``fit``, ``evaluate`` and ``predict`` the logger
-    waits until everything is written and flushed, and the file is closed at the job's end.
-    Memory holds at most one block (``block_size`` events) besides what the thread is writing,
-    so a run of any length costs the same memory.
+    A hook call only appends a tuple (the hook, one ``perf_counter`` read, a reference to the
+    logs) to a list: well under a microsecond on the training thread for a train batch hook
+    (one step per call, every batch recorded: the usual case). A background thread turns
+    blocks of them into JSON lines (``wall_time`` is the ``perf_counter`` read plus the block's
+    offset to the Unix clock, taken when the block is handed over) and writes them: a block is
+    handed over at a begin hook once it holds ``block_size`` events, and at every epoch end
+    (without waiting); at the end of ``fit``, ``evaluate`` and ``predict`` the logger waits
+    until everything is written and flushed, and the file is closed at the job's end. Memory
+    holds at most one block (``block_size`` events) besides what the thread is writing, so a
+    run of any length costs the same memory.
 
 Size on disk: rotation
     When ``events.jsonl`` passes ``max_bytes`` (default 64 MiB) it is renamed
@@ -34,11 +37,13 @@ True batch indices
     validation, test and predict from the job's ``context.steps`` when it is there.
 
 Logs as the whole stack left them
-    In a stack (:func:`trainkit.stack.build_stack`) the ``on_train_batch_end``,
-    ``on_epoch_end``, ``on_test_end`` and ``on_train_end`` lines are written in ``after_stack``,
-    once every callback ran the hook, so their ``logs`` hold the keys that callbacks placed after
-    the logger wrote (``best_epoch``, a user's own); the order of the lines is the order of the
-    hooks. In a plain ``model.fit(callbacks=[...])`` each line is written in the hook itself.
+    A line's ``logs`` are read by the writer thread, after every callback ran the hook: the
+    ``on_train_batch_end`` line keeps a reference to the dict the stack hands every callback, and
+    the ``on_epoch_end``, ``on_test_end`` and ``on_train_end`` lines are completed in
+    ``after_stack`` (:func:`trainkit.stack.build_stack`). So their ``logs`` hold the keys that
+    callbacks placed after the logger wrote (``best_epoch``, a user's own); the order of the
+    lines is the order of the hooks. In a plain ``model.fit(callbacks=[...])`` the epoch-end
+    lines are written in the hook itself.
     String values under keys that name secrets (:func:`trainkit.tracking.flatten.is_secret_key`)
     are written as ``***``, and URI credentials in strings are removed.
 
@@ -143,23 +148,28 @@ class HookLogger(TrainkitCallback):
         self._in_fit = False
         self._test_phase = "test"
         self._begin_batch = 0
-        self._pending: tuple[str, str, int | None, Any, dict[str, Any]] | None = None
+        self._pending: tuple[str, str, int | None, float, float, Any] | None = None
+        # fit with one step per hook call and every train batch recorded: the short path
+        self._fast_train = False
 
     @property
     def path(self) -> Path:
         return self.run_dir / self.relative_path
 
     # -- writing --------------------------------------------------------------------------
-    def _emit_after_stack(
-        self, hook: str, phase: str, batch: int | None = None, logs=None, **extra
-    ) -> None:
+    # The stack need not call after_stack after each train batch: the batch line holds a
+    # reference to the logs dict, which the writer thread reads once the step is over.
+    after_stack_batches = False
+
+    def _emit_after_stack(self, hook: str, phase: str, logs=None) -> None:
         """In a stack, hold the event until after_stack hands the final logs; else write it."""
         if not self.in_stack:
-            self._emit(hook, phase, batch, logs, **extra)
+            self._emit(hook, phase, None, logs)
             return
         self._write_pending()  # the previous one's after_stack never came: write it as it was
-        extra["epoch"] = self._epoch  # as it is now, not when after_stack comes
-        self._pending = (hook, phase, batch, logs, extra)
+        now = time.perf_counter()  # the hook's own time, not after_stack's
+        dt, self._last = now - self._last, now
+        self._pending = (hook, phase, self._epoch, now, dt, logs)
 
     def after_stack(self, hook: str, index: int | None, logs: dict[str, Any]) -> None:
         """Write the held event with the logs as the whole stack left them."""
@@ -169,37 +179,48 @@ class HookLogger(TrainkitCallback):
                 self._pending = pending
                 self._write_pending()
             return
-        name, phase, batch, _, extra = pending
-        self._emit(name, phase, batch, logs, **extra)
+        self._record(*pending[:5], logs)
         if hook in ("on_epoch_end", "on_test_end", "on_train_end"):
             self._flush(wait=hook != "on_epoch_end")
 
     def _write_pending(self) -> None:
         pending, self._pending = self._pending, None
         if pending is not None:
-            name, phase, batch, logs, extra = pending
-            self._emit(name, phase, batch, logs, **extra)
+            self._record(*pending)
 
-    def _emit(self, hook: str, phase: str, batch: int | None = None, logs=None, **extra) -> None:
-        # Hot path: two clock reads and an append; the writer thread makes the JSON line.
+    def _record(self, hook: str, phase: str, epoch, now: float, dt: float, logs) -> None:
+        if hook in self.hooks:
+            self._buffer.append((hook, phase, epoch, None, now, dt, None, logs))
+
+    def _emit(
+        self,
+        hook: str,
+        phase: str,
+        batch: int | None = None,
+        logs=None,
+        first_batch: int | None = None,
+        hand_over: bool = True,
+    ) -> None:
+        # One clock read and an append; the writer thread makes the JSON line. A block is not
+        # handed over at a batch end: callbacks after this one may still add keys to its logs.
         now = time.perf_counter()
         dt, self._last = now - self._last, now
         if hook not in self.hooks:
             return
-        epoch = extra.pop("epoch", self._epoch)
         buffer = self._buffer
-        buffer.append((hook, phase, epoch, batch, time.time(), dt, extra, logs))
-        if len(buffer) >= self.block_size:
+        buffer.append((hook, phase, self._epoch, batch, now, dt, first_batch, logs))
+        if hand_over and len(buffer) >= self.block_size:
             self._hand_over()
 
     def _hand_over(self) -> None:
-        """Give the buffered events to the writer thread (no waiting)."""
+        """Give the buffered events to the writer thread (no waiting), with the offset from
+        ``perf_counter`` to the Unix clock that makes their ``wall_time``."""
         if not self._buffer:
             return
         block, self._buffer = self._buffer, []
         if self._writer is None:
             self._writer = WorkerThread("trainkit-hook-logger")
-        self._writer.submit(self._write_block, block)
+        self._writer.submit(self._write_block, block, time.time() - time.perf_counter())
 
     def _flush(self, wait: bool = False) -> None:
         """Hand the buffer over; with ``wait``, until it is written and flushed to the file."""
@@ -208,21 +229,22 @@ class HookLogger(TrainkitCallback):
             self._writer.drain()
 
     # -- the writer thread ------------------------------------------------------------------
-    def _write_block(self, block: list[tuple[Any, ...]]) -> None:
+    def _write_block(self, block: list[tuple[Any, ...]], offset: float) -> None:
         debug = logger.isEnabledFor(logging.DEBUG)
         dumps = json.dumps
         lines = []
-        for hook, phase, epoch, batch, wall_time, dt, extra, logs in block:
+        for hook, phase, epoch, batch, now, dt, first_batch, logs in block:
             event = {
                 "hook": hook,
                 "phase": phase,
                 "epoch": epoch,
                 "batch": batch,
-                "wall_time": wall_time,
+                "wall_time": now + offset,
                 "dt": dt,
-                **extra,
-                "logs": _jsonable(logs) if logs else {},
             }
+            if first_batch is not None:
+                event["first_batch"] = first_batch
+            event["logs"] = _jsonable(logs) if logs else {}
             line = dumps(event)
             lines.append(line)
             if debug:
@@ -317,10 +339,7 @@ class HookLogger(TrainkitCallback):
         last = min(batch, steps - 1) if steps else batch
         first = self._begin_batch
         if self._wanted(first, last):
-            if hook == "on_train_batch_end":
-                self._emit_after_stack(hook, phase, last, logs, first_batch=first)
-            else:
-                self._emit(hook, phase, last, logs, first_batch=first)
+            self._emit(hook, phase, last, logs, first_batch=first, hand_over=False)
         else:
             self._last = time.perf_counter()
 
@@ -340,11 +359,16 @@ class HookLogger(TrainkitCallback):
     def on_train_begin(self, logs=None) -> None:
         self._in_fit = True
         self._epoch = None
+        self._fast_train = (
+            self.every_n_batches == 1
+            and self._execution_size() == 1
+            and {"on_train_batch_begin", "on_train_batch_end"} <= self.hooks
+        )
         self._emit("on_train_begin", "train", logs=logs)
 
     def on_train_end(self, logs=None) -> None:
         self._emit_after_stack("on_train_end", "train", logs=logs)
-        self._in_fit = False
+        self._in_fit = self._fast_train = False
         self._epoch = None
         self._flush(wait=True)
 
@@ -354,13 +378,32 @@ class HookLogger(TrainkitCallback):
 
     def on_epoch_end(self, epoch, logs=None) -> None:
         self._epoch = int(epoch)
-        self._emit_after_stack("on_epoch_end", "train", logs=logs)
+        self._emit_after_stack("on_epoch_end", "train", logs)
         self._flush()
 
     def on_train_batch_begin(self, batch, logs=None) -> None:
+        if self._fast_train:  # one step per call, every batch: the step's whole cost
+            now = time.perf_counter()
+            buffer = self._buffer
+            dt = now - self._last
+            buffer.append(
+                ("on_train_batch_begin", "train", self._epoch, batch, now, dt, None, logs)
+            )
+            self._last = now
+            if len(buffer) >= self.block_size:  # the steps before this one are over
+                self._hand_over()
+            return
         self._batch_begin("on_train_batch_begin", "train", batch, logs)
 
     def on_train_batch_end(self, batch, logs=None) -> None:
+        if self._fast_train:
+            now = time.perf_counter()
+            dt = now - self._last
+            self._buffer.append(
+                ("on_train_batch_end", "train", self._epoch, batch, now, dt, batch, logs)
+            )
+            self._last = now
+            return
         self._batch_end("on_train_batch_end", "train", batch, logs)
 
     def on_test_begin(self, logs=None) -> None:
@@ -368,7 +411,7 @@ class HookLogger(TrainkitCallback):
         self._emit("on_test_begin", self._test_phase, logs=logs)
 
     def on_test_end(self, logs=None) -> None:
-        self._emit_after_stack("on_test_end", self._test_phase, logs=logs)
+        self._emit_after_stack("on_test_end", self._test_phase, logs)
         self._flush(wait=not self._in_fit)
 
     def on_test_batch_begin(self, batch, logs=None) -> None:

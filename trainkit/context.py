@@ -191,7 +191,8 @@ class LogsObserver(Protocol):
     ``on_train_batch_end``, ``on_epoch_end``, ``on_test_end`` and ``on_train_end``, with the
     logs as the last callback left them: keys that callbacks placed after the recorder wrote
     are in them. ``index`` is the batch or epoch index, None for ``on_test_end`` and
-    ``on_train_end``.
+    ``on_train_end``. One that sets ``after_stack_batches = False`` is not called after
+    ``on_train_batch_end`` (it reads the batch logs it kept a reference to later).
     """
 
     def after_stack(self, hook: str, index: int | None, logs: dict[str, Any]) -> None: ...

@@ -9,7 +9,9 @@ a step: each callback gets the job's :class:`~trainkit.context.RunContext` and t
 every callback has run a hook that carries logs, it hands the final logs to the callbacks that
 record them (:class:`~trainkit.context.LogsObserver`), so a key written by the last callback
 reaches the loggers placed before it (``on_train_end`` too: the model is final only after every
-callback's ``on_train_end``). Keras sets no params on a ``CallbackList`` it is given:
+callback's ``on_train_end``). A recorder that sets ``after_stack_batches = False`` gets no
+``after_stack`` call after the train batches: it keeps a reference to the batch logs (the dict
+every callback of the step receives) and reads it once the step is over. Keras sets no params on a ``CallbackList`` it is given:
 call :meth:`Stack.for_fit`, :meth:`Stack.for_evaluate` or :meth:`Stack.for_predict` first.
 
 Batch hooks are the hot path (a GPU step of a small model takes about a millisecond): the stack
@@ -202,7 +204,13 @@ class Stack(keras.callbacks.CallbackList):
             if isinstance(callback, TrainkitCallback):
                 callback.set_clock(self.clock)
         self._observers = [cb for cb in self.user_callbacks if isinstance(cb, LogsObserver)]
-        self._after_batch = tuple(observer.after_stack for observer in self._observers)
+        # A recorder that keeps a reference to the batch logs and reads them later (the hook
+        # log, MLflow, TensorBoard) sets after_stack_batches = False: one call less a step.
+        self._after_batch = tuple(
+            observer.after_stack
+            for observer in self._observers
+            if getattr(observer, "after_stack_batches", True)
+        )
         shows_progress = any(
             isinstance(cb, ShowsProgress) and cb.replaces_keras_progress
             for cb in self.user_callbacks

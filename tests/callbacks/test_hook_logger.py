@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 
+import keras
 import pytest
 
 from callbacks.base import TrainkitCallback
@@ -170,3 +172,45 @@ def test_a_block_is_written_by_the_thread_at_epoch_end(tmp_path, tiny_model, tin
     assert seen == [3 + 18, 3 + 36]
     assert len((tmp_path / "events.jsonl").read_text().splitlines()) == 3 + 36 + 1
     logger.close()
+
+
+def test_in_a_stack_every_line_holds_the_keys_of_callbacks_placed_after_it(
+    tmp_path, tiny_model, tiny_data
+):
+    """The train batch lines keep a reference to the step's logs (no after_stack call per
+    step): what a later callback adds to the batch and epoch logs is in the lines, every hook
+    call has its line, in order, with increasing times."""
+    from trainkit.context import JobStatus
+    from trainkit.stack import build_stack
+
+    class Later(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            logs["later"] = float(batch)
+
+        def on_epoch_end(self, epoch, logs=None):
+            logs["later_epoch"] = epoch
+
+    x, y = tiny_data(32)
+    model = tiny_model()
+    logger = HookLogger(block_size=3)  # blocks handed over in the middle of an epoch too
+    stack = build_stack([logger, Later()], RunContext(run_dir=tmp_path), model)
+    assert stack._after_batch == ()  # the logger needs no call after each step
+    model.fit(x, y, batch_size=8, epochs=2, callbacks=stack.for_fit(2, 4), verbose=0)
+    stack.end_job(JobStatus.FINISHED)
+
+    events = read_events(tmp_path / "events.jsonl")
+    seq = ["on_train_begin"]
+    for _ in range(2):
+        seq += ["on_epoch_begin", *["on_train_batch_begin", "on_train_batch_end"] * 4]
+        seq.append("on_epoch_end")
+    assert [e["hook"] for e in events if e["hook"] != "set_model"][1:] == [*seq, "on_train_end"]
+    ends = [e for e in events if e["hook"] == "on_train_batch_end"]
+    assert [e["logs"]["later"] for e in ends] == [0.0, 1.0, 2.0, 3.0] * 2
+    assert [e["batch"] for e in ends] == [e["first_batch"] for e in ends] == [0, 1, 2, 3] * 2
+    assert all(isinstance(e["logs"]["loss"], float) for e in ends)
+    epoch_ends = [e for e in events if e["hook"] == "on_epoch_end"]
+    assert [e["logs"]["later_epoch"] for e in epoch_ends] == [0, 1]
+    assert [e["epoch"] for e in epoch_ends] == [0, 1]
+    times = [e["wall_time"] for e in events]
+    assert times == sorted(times) and all(e["dt"] >= 0 for e in events)
+    assert abs(times[-1] - time.time()) < 60
