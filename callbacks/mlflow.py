@@ -36,9 +36,13 @@ Where things go:
 * params: the resolved config (secrets redacted, see :mod:`trainkit.tracking.flatten`), the
   resolved ``run.precision`` and ``run.strategy``; a resumed run keeps its first values (MLflow
   refuses to change a param) and logs the ones that changed as ``resumed.<key>`` params.
-* the training loop only appends tuples to a buffer; a background thread writes them with
-  ``log_batch``. If the store fails the points go to ``<run_dir>/mlflow_spool.jsonl`` (one warning)
-  and are written when it answers again; a job never fails because of MLflow.
+* the training loop only appends a tuple a step (the step, one ``time.time()`` read, a reference
+  to the logs dict every callback of the step receives, the learning rate read once an epoch)
+  to a list; the list goes to the writer thread every ``flush_interval`` seconds (when the
+  thread asks, at the next step) and at epoch end. The thread turns the rows into MLflow
+  points, reading the logs once the step is over, and writes them with ``log_batch``. If the
+  store fails the points go to ``<run_dir>/mlflow_spool.jsonl`` (one warning) and are written
+  when it answers again; a job never fails because of MLflow.
 """
 
 from __future__ import annotations
@@ -89,6 +93,7 @@ from trainkit.tracking.writer import BackgroundWriter
 log = logging.getLogger("trainkit.tracking")
 
 ARTIFACT_DIR = "mlflow"  # local copies of what the run gets, under the run directory
+_UNREAD = object()  # the learning rate of this epoch's rows is not read yet
 
 
 class MLflowLogger(TrainkitCallback):
@@ -107,10 +112,13 @@ class MLflowLogger(TrainkitCallback):
 
     chief_only = True  # multi-worker: only the chief writes (trainkit.stack.Stack)
 
-    # Batch hooks only append to a deque and read the optimizer's LR: safe on Keras' async
-    # dispatch thread pool, which keeps the training loop from waiting on every step's logs.
+    # Batch hooks only append to a list: safe on Keras' async dispatch thread pool, which keeps
+    # the training loop from waiting on every step's logs (used where a GPU is visible).
     async_safe = True
     uses_clock = True
+    # The batch rows keep a reference to the step's logs dict, read by the writer thread once
+    # the step is over: the stack need not call after_stack after each batch.
+    after_stack_batches = False
     system_keys = frozenset({"predict_count", "predict_latency_s", "predict_ms_per_sample"})
 
     def __init__(
@@ -143,19 +151,19 @@ class MLflowLogger(TrainkitCallback):
         self._model_args: tuple[np.ndarray, np.ndarray, int] | None = None
         self._checkpoint_is_model = False
         self._confusion_logged = False
-        self._pending_batch: tuple[int, dict[str, Any]] | None = None
+        # per-step rows (step, time.time(), logs, lr) not yet handed to the writer thread
+        self._rows: list[tuple[int, float, dict[str, Any], float | None]] = []
+        self._last_row: tuple[int, float, dict[str, Any], float | None] | None = None
         self._pending_epoch: tuple[int, int, dict[str, Any]] | None = None
         # steps: the stack's clock, shifted after a resumed run's last step
         self._offset = 0
         self._skip_until = 0
         self._placed = False
-        self._logged_at = -1
-        self._logged_keys: Any = ()
         self._string_logs: dict[str, str] = {}
         self._history: list[tuple[int, dict[str, float]]] = []
         self._lr_points: list[tuple[int, float]] = []
-        self._lr_read_at = -1
-        self._lr_cached: float | None = None
+        # the rate for this epoch's rows; _UNREAD until the epoch's first step reads it
+        self._lr_value: Any = _UNREAD
         # predict
         self._predict_t0 = 0.0
         self._predict_n = 0
@@ -233,6 +241,7 @@ class MLflowLogger(TrainkitCallback):
         # the stack's (this logger's own among them), and ours outside a stack
         stack = self.context.system_keys if self.context is not None else frozenset()
         self.writer.rename = {key: f"system/{key}" for key in stack | self.system_keys}
+        self.writer.convert = self._rows_to_points
         if not probe(spec.uri):
             log.warning(_unreachable(spec.uri))
             self.writer.down = True
@@ -268,7 +277,7 @@ class MLflowLogger(TrainkitCallback):
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._in_fit = True
-        self._lr_read_at = -1  # a new fit may start with a new rate
+        self._lr_value = _UNREAD  # a new fit may start with a new rate
         self._wait_for_model()  # a second fit must not change the weights being written
         self._fit_params = {
             "fit.epochs": self.params.get("epochs"),
@@ -307,6 +316,9 @@ class MLflowLogger(TrainkitCallback):
         return path
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        # A plain rate variable changes between epochs (ReduceLROnPlateau, fine-tuning): read
+        # it again at this epoch's first step, after every callback's on_epoch_begin.
+        self._lr_value = _UNREAD
         if self._placed:
             return
         # Once per job: where the clock's steps land in the store. The clock already continues
@@ -322,29 +334,39 @@ class MLflowLogger(TrainkitCallback):
             # not logged twice
             self._skip_until = last
 
-    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        pass  # nothing to do before a step: timing belongs to the timing callback
-
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        # Hot path: no I/O, no locks; the writer thread does the rest.
-        if self.in_stack:
-            # Keep the step and a reference to the logs: callbacks after us may still add keys
-            # to this dict; after_stack records it (or on_job_end, if a callback raised).
-            self._pending_batch = (self._step, logs)
+        # Hot path: one clock read and an append; no I/O, no locks, no conversion. The row
+        # keeps a reference to the logs: callbacks after us still add keys to this dict, and
+        # the writer thread reads it once the step is over.
+        writer = self.writer
+        if writer is None or logs is None:
             return
-        self._record_batch(self._step, logs)
+        every = self.log_every_n_steps
+        if every > 1 and not self.clock.due(every):
+            return
+        if writer.wants_rows:  # the rows before this step are final: hand them over
+            self._hand_over()
+        lr = self._lr_value
+        if lr is _UNREAD and "lr" not in logs:
+            lr = self._learning_rate()
+        row = (self.clock.step + self._offset, time.time(), logs, lr)
+        self._rows.append(row)
+        self._last_row = row
+
+    def _hand_over(self) -> None:
+        """Give the buffered rows to the writer thread (no waiting)."""
+        rows, self._rows = self._rows, []
+        if rows and self.writer is not None:
+            self.writer.add_rows(rows)
 
     def flush_tracking(self, timeout: float) -> bool:
         """Send the buffered points now (``trainkit.context.BuffersTracking``)."""
+        self._hand_over()
         return self.writer.flush(timeout=timeout) if self.writer is not None else True
 
     def after_stack(self, hook: str, index: int | None, logs: dict[str, Any]) -> None:
         """Record what the whole stack left in the logs (called by the :class:`Stack`)."""
-        if hook == "on_train_batch_end":
-            pending, self._pending_batch = self._pending_batch, None
-            if pending is not None:
-                self._record_batch(pending[0], logs)
-        elif hook == "on_epoch_end":
+        if hook == "on_epoch_end":
             pending, self._pending_epoch = self._pending_epoch, None
             if pending is not None:
                 self._record_epoch(pending[0], pending[1], logs)
@@ -354,36 +376,33 @@ class MLflowLogger(TrainkitCallback):
             self._end_of_training()
 
     def _flush_pending(self) -> None:
-        """Logs of a hook whose after_stack never came (a callback after us raised)."""
-        batch, self._pending_batch = self._pending_batch, None
-        if batch is not None:
-            self._record_batch(*batch)
+        """Logs of a hook whose after_stack never came (a callback after us raised), and the
+        rows not yet handed over."""
+        self._hand_over()
         epoch, self._pending_epoch = self._pending_epoch, None
         if epoch is not None:
             self._record_epoch(*epoch)
 
-    def _record_batch(self, step: int, logs: dict[str, Any] | None) -> None:
-        every = self.log_every_n_steps
-        if every > 1 and not self.clock.due(every):
-            return
-        if not logs or step <= self._skip_until or self.writer is None:
-            return
-        ms = int(time.time() * 1000)
+    def _rows_to_points(self, rows: list[tuple[int, float, dict[str, Any], Any]]) -> None:
+        """On the writer thread: the steps' rows as MLflow points, in the writer's buffer."""
+        assert self.writer is not None
         append = self.writer.points.append
-        for key, value in logs.items():
-            if type(value) is float:
-                append((key, value, step, ms))
-            else:
-                self._other_value(key, value, step, ms)
-        if "lr" not in logs:
-            lr = self._learning_rate()
-            if lr is not None:
+        skip_until = self._skip_until
+        lr_points = self._lr_points
+        for step, wall, logs, lr in rows:
+            if not logs or step <= skip_until:
+                continue
+            ms = int(wall * 1000)
+            for key, value in list(logs.items()):
+                if type(value) is float:
+                    append((key, value, step, ms))
+                else:
+                    self._other_value(key, value, step, ms)
+            if "lr" in logs:
+                lr_points.append((step, logs["lr"]))
+            elif lr is not None and lr is not _UNREAD:
                 append(("lr", lr, step, ms))
-                self._lr_points.append((step, lr))
-        else:
-            self._lr_points.append((step, logs["lr"]))
-        self._logged_keys = logs.keys()
-        self._logged_at = step
+                lr_points.append((step, lr))
 
     def _other_value(self, key: str, value: Any, step: int, ms: int) -> None:
         if isinstance(value, bool | int | float | np.number):
@@ -398,20 +417,19 @@ class MLflowLogger(TrainkitCallback):
 
         A plain (variable) rate changes between epochs (``ReduceLROnPlateau``, fine-tuning;
         ``LRSchedule`` writes ``lr`` into the logs itself), so it is read at the first step of
-        each epoch and reused: reading a variable is an eager op, tens of microseconds that
-        every step would pay. A ``LearningRateSchedule``'s rate is read at every step.
+        each epoch and kept for the epoch's rows: reading a variable is an eager op, tens of
+        microseconds that every step would pay. A ``LearningRateSchedule``'s rate is read at
+        every step.
         """
         optimizer = getattr(self.model, "optimizer", None)
         optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # LossScaleOptimizer
-        epoch = self.clock.epoch_base
         per_step = not isinstance(getattr(optimizer, "_learning_rate", None), keras.Variable)
-        if not per_step and self._lr_read_at == epoch:
-            return self._lr_cached
         try:
             value: float | None = float(np.asarray(optimizer.learning_rate))
         except (AttributeError, TypeError, ValueError):
             value = None
-        self._lr_read_at, self._lr_cached = epoch, value
+        if not per_step:
+            self._lr_value = value
         return value
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
@@ -430,9 +448,12 @@ class MLflowLogger(TrainkitCallback):
         self._history.append((epoch, numeric))
         if self.writer is None or step < self._skip_until:
             return
+        self._hand_over()  # the epoch's rows first: every batch dict is final by now
         ms = int(time.time() * 1000)
         append = self.writer.points.append
-        already = self._logged_keys if self._logged_at == step else ()
+        last = self._last_row
+        # the batch row logged these keys at this step with the same values
+        already = last[2].keys() if last is not None and last[0] == step and last[2] else ()
         if self._skip_until and step == self._skip_until and self.run is not None:
             # resumed at this epoch's end (stopped during its validation): the store has its
             # last batch's keys here, not yet the epoch's own
@@ -474,6 +495,7 @@ class MLflowLogger(TrainkitCallback):
         if git is not None:
             tags["trainkit.git_commit"] = git[0]
             tags["trainkit.git_dirty"] = str(git[1]).lower()
+        self.writer.convert_rows()  # a stop_reason in the batch logs is read there
         reason = self._stop_reason()
         if reason:
             tags["trainkit.stop_reason"] = reason
@@ -486,6 +508,8 @@ class MLflowLogger(TrainkitCallback):
             path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
             self.writer.submit("a", str(path), None)
         if self.log_plots:
+            self.writer.convert_rows()  # every step's rate is in _lr_points
+            self._lr_points.sort(key=lambda point: point[0])
             for path in (
                 plots.training_curves(
                     self._history, self.run_path(ARTIFACT_DIR, "plots", "training_curves.png")
@@ -611,12 +635,6 @@ class MLflowLogger(TrainkitCallback):
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
         pass  # validation inside fit is logged with the epoch; a standalone evaluate at its end
 
-    def on_test_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        pass
-
-    def on_test_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        pass  # running means: the final ones arrive in on_test_end
-
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
         if not self.in_stack:  # in a stack: after_stack, once every callback has run
             self._record_test(logs)
@@ -663,9 +681,6 @@ class MLflowLogger(TrainkitCallback):
         self._predict_t0 = time.perf_counter()
         self._predict_n = 0
         self._predict_counts = None
-
-    def on_predict_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        pass
 
     def on_predict_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         # Keras 3 passes {"outputs": <this execution's predictions>} (a numpy array by now).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -201,6 +202,40 @@ def test_log_every_n_steps(tmp_path: Path, arrays: Any) -> None:
     # every 3rd step, plus the epoch's values at its last step (5, 10)
     assert steps(client, run_id, "lr") == [3, 6, 9]
     assert steps(client, run_id, "loss") == [3, 5, 6, 9, 10]
+
+
+class SlowStep(keras.callbacks.Callback):
+    """After the logger: adds a key to each step's logs and makes each step last 20 ms."""
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        time.sleep(0.02)
+        logs["after_logger"] = float(batch)
+
+
+def test_rows_handed_over_during_the_epoch_lose_no_step(tmp_path: Path, arrays: Any) -> None:
+    """The batch hook only appends a row; with a 10 ms flush interval the writer asks for the
+    rows every step or two, mid-epoch: every step still reaches the store, with the keys of the
+    callbacks placed after the logger, and the learning rate (read once an epoch)."""
+    handed: list[int] = []
+
+    class Counting(MLflowLogger):
+        def _hand_over(self) -> None:
+            handed.append(len(self._rows))
+            super()._hand_over()
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    logger = Counting(flush_interval=0.01)
+    run_job(make_context(tmp_path / "run", uri, arrays), [logger], arrays, extra=[SlowStep()])
+    assert logger._rows == [] and not logger.writer.rows  # everything handed over, converted
+    assert sum(1 for n in handed if 0 < n < STEPS) >= 2  # handed over mid-epoch too
+    client = MlflowClient(uri)
+    run_id = logger.run.run_id
+    every_step = list(range(1, 2 * STEPS + 1))
+    assert steps(client, run_id, "loss") == every_step
+    assert steps(client, run_id, "after_logger") == every_step
+    assert values(client, run_id, "after_logger") == [float(b) for b in range(STEPS)] * 2
+    assert steps(client, run_id, "lr") == every_step
+    assert logger._lr_points == [(step, pytest.approx(0.01)) for step in every_step]
 
 
 @pytest.mark.slow

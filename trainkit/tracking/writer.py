@@ -1,8 +1,11 @@
 """The background thread between the training loop and the MLflow store.
 
-The training loop only appends ``(key, value, step, ms)`` tuples to a deque (atomic under the
-GIL, no lock, no allocation beyond the tuple). Every ``interval`` seconds the thread drains the
-deque into ``log_batch`` calls of at most 1000 metrics. When the store fails, it warns once,
+The training loop appends ``(key, value, step, ms)`` points to a deque (atomic under the GIL,
+no lock), or hands over blocks of per-step rows (:meth:`BackgroundWriter.add_rows`) that the
+thread turns into points with ``convert`` before writing them: the MLflow logger's batch hook
+then only appends a tuple to a list of its own. Every ``interval`` seconds the thread sets
+``wants_rows`` (the logger hands its rows over at its next step) and drains the deque into
+``log_batch`` calls of at most 1000 metrics. When the store fails, it warns once,
 appends what it holds to the spool and from then on probes the store; when the store answers
 again it replays the spool, in order, before anything newer.
 """
@@ -44,6 +47,12 @@ class BackgroundWriter:
         # points leave the buffer, so the training thread appends the logs' own keys.
         self.rename: dict[str, str] = {}
         self.ops: deque[Op] = deque()
+        # Blocks of per-step rows, made into points on this thread by ``convert`` (which
+        # appends them to ``points``); ``wants_rows`` asks the owner for its next block.
+        self.rows: deque[list[Any]] = deque()
+        self.convert: Callable[[list[Any]], None] | None = None
+        self.wants_rows = False
+        self._convert_lock = threading.Lock()
         self.down = False
         self.written = 0
         self.spooled = 0
@@ -65,6 +74,20 @@ class BackgroundWriter:
             self._thread = threading.Thread(target=self._loop, name="trainkit-mlflow", daemon=True)
             self._thread.start()
 
+    def add_rows(self, rows: list[Any]) -> None:
+        """Hand over a block of rows (the owner's, final); the thread writes them soon."""
+        self.rows.append(rows)
+        self.wants_rows = False
+        self._wake.set()
+
+    def convert_rows(self) -> None:
+        """Turn the rows handed over so far into points now (any thread)."""
+        with self._convert_lock:
+            while self.rows:
+                block = self.rows.popleft()
+                if self.convert is not None:
+                    self.convert(block)
+
     def submit(self, kind: str, payload: Any, extra: Any = None) -> None:
         """Queue params (``"p"``), tags (``"t"``) or an artifact (``"a"``, path, dir)."""
         self.ops.append((kind, payload, extra))
@@ -78,7 +101,7 @@ class BackgroundWriter:
             self._idle.set()
         else:
             self._idle.wait(timeout)
-        return not self.points and not self.ops
+        return not self.points and not self.ops and not self.rows
 
     def close(self, timeout: float = 30.0) -> None:
         self._stop.set()
@@ -95,7 +118,8 @@ class BackgroundWriter:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            self._wake.wait(self.interval)
+            if not self._wake.wait(self.interval):
+                self.wants_rows = True  # an interval without rows: ask for them
             self._wake.clear()
             self._cycle()
             if not self._wake.is_set():
@@ -109,6 +133,7 @@ class BackgroundWriter:
                 self._failed(exc)
 
     def _cycle_locked(self) -> None:
+        self.convert_rows()
         if (self.down or not self.run.is_open) and not self._store_back():
             self._spool_memory()
             return
@@ -225,6 +250,7 @@ class BackgroundWriter:
         return len(points), end
 
     def _spool_memory(self) -> None:
+        self.convert_rows()
         while self.ops:
             kind, payload, extra = self.ops.popleft()
             if kind == "p":
