@@ -8,6 +8,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from callbacks.base import read_variables, to_numpy
+
 STOP_REASONS = ("patience", "threshold", "divergence", "non_finite")
 
 
@@ -29,10 +31,18 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
     ``min_delta``, ``patience``, ``verbose``, ``mode`` (``"auto"`` uses the metric's own
     direction), ``baseline``, ``restore_best_weights``, ``start_from_epoch``; ``wait``,
     ``best`` (the monitored value as Keras got it, an array for array-valued metrics),
-    ``best_epoch`` (0 until an epoch is monitored), ``best_weights``, ``stopped_epoch`` (0 when
-    it did not stop, so ``if es.stopped_epoch > 0:`` works as with Keras). The patience logic
-    *is* Keras's (``super().on_epoch_end``), so with Keras's options it stops at the same epoch
-    and restores the same weights.
+    ``best_epoch`` (0 until an epoch is monitored), ``best_weights`` (None, or a list of numpy
+    arrays: the weights of the best epoch), ``stopped_epoch`` (0 when it did not stop, so ``if
+    es.stopped_epoch > 0:`` works as with Keras). The patience logic is Keras 3's
+    ``on_epoch_end``, line for line (:meth:`_keras_epoch_end`), so with Keras's options it stops
+    at the same epoch and restores the same weights.
+
+    One difference in cost, not in what a reader sees: at an improving epoch Keras copies every
+    weight to numpy (``get_weights``: two eager ops and a copy per variable, on the training
+    thread, at every improvement); here the weights are read as a snapshot
+    (:func:`callbacks.base.read_variables`, one read per variable, the runtime keeping the
+    values while later steps write new ones), and turned into numpy arrays when
+    ``best_weights`` is read (by ``on_train_end``'s restore, or by you).
 
     Additions, checked at each epoch end:
 
@@ -104,6 +114,29 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
         self.best_epoch = 0
         self._best_weights_lost = False
 
+    # -- best_weights: a snapshot, numpy when read ------------------------------------------
+
+    @property
+    def best_weights(self) -> list[np.ndarray] | None:
+        """The best epoch's weights as Keras has them: None, or a list of numpy arrays."""
+        snapshot = self.__dict__.get("_best_snapshot")
+        if snapshot is not None:
+            self._best_numpy = to_numpy(snapshot)
+            self._best_snapshot = None
+        return self.__dict__.get("_best_numpy")
+
+    @best_weights.setter
+    def best_weights(self, value: list[np.ndarray] | None) -> None:
+        self._best_snapshot = None
+        self._best_numpy = value
+
+    def _snapshot_best(self) -> None:
+        self._best_numpy = None
+        self._best_snapshot = read_variables(self.model.weights)
+
+    def _has_best_weights(self) -> bool:
+        return self._best_snapshot is not None or self._best_numpy is not None
+
     def _is_improvement(self, monitor_value: Any, reference_value: Any) -> bool:
         return is_improvement(self, monitor_value, reference_value)
 
@@ -124,7 +157,7 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
             self._stop(epoch, "non_finite", f"{self.monitor} = {current}", logs)
             return
         stopped_before = self.model.stop_training and self.stopped_epoch == epoch
-        super().on_epoch_end(epoch, logs)  # Keras's logic, exactly
+        self._keras_epoch_end(epoch, logs)
         if current is None or epoch < self.start_from_epoch:
             return
         self._write_best(logs)
@@ -133,6 +166,39 @@ class EarlyStopping(keras.callbacks.EarlyStopping):
             self._stop(epoch, *reason, logs)
         elif self.stopped_epoch == epoch and epoch > 0 and not stopped_before:
             self._stop(epoch, "patience", f"no improvement for {self.wait} epochs", logs)
+
+    def _keras_epoch_end(self, epoch: int, logs: dict[str, Any]) -> None:
+        """``keras.callbacks.EarlyStopping.on_epoch_end`` of Keras 3, line for line, with one
+        change: ``self.best_weights = self.model.get_weights()`` is ``self._snapshot_best()``
+        (the same values, read as a snapshot, numpy when ``best_weights`` is read)."""
+        if self.monitor_op is None:
+            # Delay setup until the model's metrics are all built
+            self._set_monitor_op()
+
+        current = self.get_monitor_value(logs)
+        if current is None or epoch < self.start_from_epoch:
+            # If no monitor value exists or still in initial warm-up stage.
+            return
+        if self.restore_best_weights and not self._has_best_weights():
+            # If best weights were never set, then the current weights are the best.
+            self._snapshot_best()
+            self.best_epoch = epoch
+
+        self.wait += 1
+        if self._is_improvement(current, self.best):
+            self.best = current
+            self.best_epoch = epoch
+            if self.restore_best_weights:
+                self._snapshot_best()
+            # Only restart wait if we beat both the baseline and our previous best.
+            if self.baseline is None or self._is_improvement(current, self.baseline):
+                self.wait = 0
+            return
+
+        if self.wait >= self.patience and epoch > 0:
+            # Patience has been exceeded: stop training
+            self.stopped_epoch = epoch
+            self.model.stop_training = True
 
     def _threshold_reason(self, current: float) -> tuple[str, str] | None:
         goal, limit = self.stopping_threshold, self.divergence_threshold

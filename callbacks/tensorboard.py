@@ -43,13 +43,14 @@ from __future__ import annotations
 
 import logging
 import time
+import types
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
-from callbacks.base import TrainkitCallback
+from callbacks.base import TrainkitCallback, read_variables
 from trainkit.context import JobStatus
 from trainkit.tracking import plots
 from trainkit.tracking.evaluation import confusion_on_test_split
@@ -144,8 +145,17 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
         # ... and the last batch step and epoch it wrote: a rerun that redoes them (resumed
         # from a backup older than the log) does not write them twice
         self._last_step = self._last_epoch = -1
+        if not self._should_trace:
+            # Without the profiler the batch-begin hook has nothing to do (it counted batches
+            # for the profiler's range): Keras's no-op default, which the stack does not call.
+            self.on_train_batch_begin = types.MethodType(  # type: ignore[method-assign]
+                keras.callbacks.Callback.on_train_batch_begin, self
+            )
 
     uses_clock = True
+    # Batch rows keep a reference to the step's logs, read at epoch end: no after_stack call
+    # per step is needed (trainkit.stack.Stack).
+    after_stack_batches = False
 
     def _background(self) -> WorkerThread:
         if self._thread is None:
@@ -279,21 +289,21 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
         # 2.5 s (15 s on first trace) for AlexNet's 37 M-weight fc1 on this CPU. Here the
         # training thread only copies the weights out; the background thread buckets them with
         # numpy (0.2 s for fc1) and writes the events. Same tags and format as Keras's.
-        weights = [
-            (f"{weight.path.replace(':', '_')}/histogram", keras.ops.convert_to_numpy(weight))
-            for layer in self.model.layers
-            for weight in layer.weights
-        ]
+        # The training thread only reads them (a snapshot, one read per variable); the copy to
+        # numpy happens on the background thread too.
+        variables = [weight for layer in self.model.layers for weight in layer.weights]
+        tags = [f"{weight.path.replace(':', '_')}/histogram" for weight in variables]
         # Writers are made on this thread only: two threads making one would make two files.
         writer = self._scalars("train")
-        self._background().submit(self._write_histograms, writer, weights, epoch)
+        snapshot = read_variables(variables)
+        self._background().submit(self._write_histograms, writer, tags, snapshot, epoch)
 
     @staticmethod
     def _write_histograms(
-        writer: ScalarWriter, weights: list[tuple[str, np.ndarray]], epoch: int
+        writer: ScalarWriter, tags: list[str], snapshot: list[Any], epoch: int
     ) -> None:
-        for tag, values in weights:
-            writer.write_summary(histogram_summary(tag, values), step=epoch)
+        for tag, values in zip(tags, snapshot, strict=True):
+            writer.write_summary(histogram_summary(tag, np.asarray(values)), step=epoch)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if self.in_stack:  # in a stack: after_stack, once every callback has run

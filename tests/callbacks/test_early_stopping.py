@@ -94,6 +94,40 @@ def test_restores_the_best_weights(values):
     assert_weights_equal(model.get_weights(), recorder.epoch_weights[1])
 
 
+def test_best_weights_are_a_snapshot_read_as_numpy_with_the_best_epochs_values():
+    """The best epoch's weights are kept as a snapshot while training goes on (no numpy copy
+    at the epoch end) and read as Keras has them: a list of numpy arrays, the values of the
+    best epoch, not of the steps that ran after it."""
+    held = []
+
+    class Peek(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            held.append(stopper.__dict__["_best_snapshot"] is not None)
+
+    x, y = regression_data(16)
+    model = make_model()
+    stopper = EarlyStopping(patience=5, restore_best_weights=True)
+    recorder = Recorder(weights=True)
+    values = [1.0, 0.5, 0.9, 0.95]  # best at epoch 1, then two epochs of training
+    model.fit(
+        x,
+        y,
+        batch_size=8,
+        epochs=4,
+        verbose=0,
+        callbacks=[Script("val_loss", values), stopper, recorder, Peek()],
+    )
+    assert held == [True] * 4  # not converted at the epoch ends
+    best = stopper.best_weights  # converted by on_train_end's restore
+    assert isinstance(best, list) and all(type(w) is np.ndarray for w in best)
+    assert_weights_equal(best, recorder.epoch_weights[1])
+    assert not np.allclose(recorder.epoch_weights[3][0], recorder.epoch_weights[1][0])
+    assert_weights_equal(model.get_weights(), recorder.epoch_weights[1])
+    # Keras's attribute is writable: what is set is what is read
+    stopper.best_weights = None
+    assert stopper.best_weights is None
+
+
 def test_instance_is_reusable_state_resets():
     x, y = regression_data(16)
     stopper = EarlyStopping(patience=1, verbose=0)
