@@ -259,3 +259,18 @@ def test_f1_score_array_values_as_keras():
     f1_fit(per_class, None)
     assert np.shape(per_class.best) == (2,)
     assert per_class.stop_reason in (None, "patience")
+
+
+@pytest.mark.parametrize("mode", ["min", "max"])
+@pytest.mark.parametrize("min_delta", [0, 0.1, 1e-9])
+def test_float_comparison_is_keras_ops_comparison(mode, min_delta):
+    """Two Python floats compare without an eager op, with the result Keras's op gives: values
+    equal in float32 but not in float64 included."""
+    stopper = EarlyStopping(mode=mode, min_delta=min_delta)
+    stopper._set_monitor_op()
+    close = float(np.nextafter(np.float32(0.5), np.float32(1))) - 1e-9  # rounds to its float32
+    pairs = [(0.5, 0.4), (0.4, 0.5), (0.5, 0.5), (0.3, 0.30000001), (0.30000001, 0.3)]
+    pairs += [(close, 0.5), (0.5, close), (1.0, 1.0 + 1e-9), (1.0 + 1e-9, 1.0)]
+    for value, reference in pairs:
+        expected = bool(stopper.monitor_op(value - stopper.min_delta, reference))
+        assert stopper._is_improvement(value, reference) is expected, (value, reference)
