@@ -274,12 +274,15 @@ CASES: dict[str, Case] = {
         "venv-alexnet-full", kind="same", same=BASE
     ),
     "python3 -m venv .venv": Case("ci-venv", kind="ci"),
-    '.venv/bin/pip install -e ".[cpu]"': Case(
-        "ci-install-cpu", kind="ci", ci=(".ci/run", '.venv/bin/pip install -e ".[cpu,dev]"')
+    ".venv/bin/pip install uv": Case("ci-install-uv", kind="ci"),
+    '.venv/bin/python -m uv pip install -e ".[cpu]"': Case(
+        "ci-install-cpu",
+        kind="ci",
+        ci=(".ci/run", '.venv/bin/python -m uv pip install -e ".[cpu,dev]"'),
     ),
-    '.venv/bin/pip install -e ".[cpu,dev]"': Case("ci-install-cpu-dev", kind="ci"),
+    '.venv/bin/python -m uv pip install -e ".[cpu,dev]"': Case("ci-install-cpu-dev", kind="ci"),
     # a GPU machine's install: not here; the extra must exist
-    '.venv/bin/pip install -e ".[cuda]"': Case(
+    '.venv/bin/python -m uv pip install -e ".[cuda]"': Case(
         "ci-install-cuda", kind="ci", ci=("pyproject.toml", 'cuda = ["tensorflow[and-cuda]')
     ),
     "python -m trainkit.models alexnet vgg16": Case(
