@@ -2,7 +2,8 @@
 
 Every ``python run.py …`` a test starts spends most of its CPU importing TensorFlow, Keras,
 MLflow and Hydra (~13 s of a 3-step job's ~30 s here). :class:`Popen` is ``subprocess.Popen``
-for such commands with that cost paid once per test worker: a *preloaded* process imports the
+for such commands with that cost paid once per test worker (once per suite under
+``tests/run_suite.py``, whose process serves all its workers): a *preloaded* process imports the
 libraries once (and runs no TensorFlow op: TensorFlow's runtime starts at the first op, so a
 fork before it is safe), then forks a child for each command. The child is a real process of
 its own (its pid takes signals, it exits with the command's status) and runs the script or
@@ -30,12 +31,14 @@ import contextlib
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -69,8 +72,9 @@ def _serve(path: str) -> None:
         importlib.import_module(name)
     base_path = [p for p in sys.path[1:] if p not in _pythonpath(os.environ)]
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
+    listener.bind(f"{path}.tmp")
     listener.listen(64)
+    os.rename(f"{path}.tmp", path)  # the path appears once it takes connections
     print("ready", flush=True)  # the client waits for this line
     waiting: dict[int, socket.socket] = {}  # child pid -> the connection that started it
     owned: dict[socket.socket, int] = {}  # a client whose end ends its child (the shim's)
@@ -203,14 +207,35 @@ def _run(args: list[str], base: list[str]) -> None:
 # -- the tests' side ----------------------------------------------------------------------------
 
 
+SHARED = "TRAINKIT_TEST_PRELOADED_SERVER"  # set by tests/run_suite.py: one for every worker
+
+
+class _Shared:
+    """The preloaded process that ``tests/run_suite.py`` started for all its pytest workers
+    (it imports while pytest collects; its socket appears when it is ready)."""
+
+    def __init__(self, path: str, timeout: float = 300) -> None:
+        self.path, self.folder = path, os.path.dirname(path)
+        deadline = time.monotonic() + timeout
+        while not os.path.exists(path):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the shared preloaded process never opened {path}")
+            time.sleep(0.05)
+
+    def poll(self) -> int | None:
+        return None if os.path.exists(self.path) else 1
+
+
 class _Server:
-    """This test worker's preloaded process, started at the first command."""
+    """This test worker's preloaded process, started at the first command (or the suite's
+    shared one, see :class:`_Shared`)."""
 
     lock = threading.Lock()
-    current: _Server | None = None
+    current: _Server | _Shared | None = None
 
     def __init__(self) -> None:
         self.folder = tempfile.mkdtemp(prefix="trainkit-preloaded-")
+        atexit.register(shutil.rmtree, self.folder, ignore_errors=True)  # socket, shims
         self.path = os.path.join(self.folder, "socket")
         env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
         self.process = subprocess.Popen(
@@ -226,11 +251,15 @@ class _Server:
         if line.strip() != b"ready":
             raise RuntimeError("the preloaded test process did not start")
 
+    def poll(self) -> int | None:
+        return self.process.poll()
+
     @classmethod
-    def get(cls) -> _Server:
+    def get(cls) -> _Server | _Shared:
         with cls.lock:
-            if cls.current is None or cls.current.process.poll() is not None:
-                cls.current = cls()
+            if cls.current is None or cls.current.poll() is not None:
+                shared = os.environ.get(SHARED, "")
+                cls.current = _Shared(shared) if shared and cls.current is None else cls()
             return cls.current
 
 
@@ -326,16 +355,17 @@ def python_on_path() -> dict[str, str]:
     server = _Server.get()
     folder = Path(server.folder) / "bin"
     with _Server.lock:
-        if not folder.exists():
-            folder.mkdir()
+        if not (folder / "python3").exists():
+            folder.mkdir(exist_ok=True)  # a shared server's folder: another worker may race
             for name in ("python", "python3"):
-                script = folder / name
+                script = folder / f"{name}.{os.getpid()}"
                 script.write_text(
                     f"#!{sys.executable} -S\n"
                     f"import sys\nsys.path.insert(0, {str(ROOT)!r})\n"
                     f"from tests.preloaded import shim\nshim({server.path!r})\n"
                 )
                 script.chmod(0o755)
+                script.replace(folder / name)
     return {"PATH": f"{folder}{os.pathsep}{os.environ.get('PATH', '')}"}
 
 

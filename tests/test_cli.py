@@ -49,6 +49,7 @@ def full_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path, Path]
     result = run_cli(
         [
             "model=alexnet",
+            "model.options.fc_units=256",  # as tests/conftest.py's TINY
             "callbacks=full",
             "trainer.precision=float32",
             "data.limit=32",

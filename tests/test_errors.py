@@ -174,6 +174,13 @@ CASES = [
         args="data.image_size=40 callbacks=none",
         slow=True,
     ),
+    case(
+        "model.options.fc_units=0",
+        "model.options.fc_units",
+        "model.options.fc_units must be a positive whole number, got 0",
+        args="model.options.fc_units=0 callbacks=none",
+        slow=True,
+    ),
     # -- model weights ----------------------------------------------------------------------
     case(
         "model.weights=missing.keras",

@@ -39,6 +39,7 @@ pytestmark = pytest.mark.timeout(900)
 EPOCH_STEPS, STEPS = 2, 4
 JOB = [
     "model=alexnet",
+    "model.options.fc_units=256",  # the job is the subject, not the model: see tests/conftest.py
     "data.image_size=67",
     "data.limit=32",
     "trainer.batch_size=16",

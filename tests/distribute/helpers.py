@@ -17,16 +17,6 @@ from tests import preloaded
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH = Path(__file__).with_name("launch.py")
 
-# The tiniest job: 48 digits at 67x67, one epoch of 3 batches, float32, no logged model.
-TINY = [
-    "data.limit=48",
-    "data.image_size=67",
-    "trainer.epochs=1",
-    "trainer.batch_size=16",
-    "trainer.precision=float32",
-    "tracking.log_model=false",
-]
-
 
 def free_ports(count: int) -> list[int]:
     """``count`` distinct ports free on 127.0.0.1 right now."""

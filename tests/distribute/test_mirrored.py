@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import compose_config
-from tests.distribute.helpers import TINY, events, job_env, mlflow_runs, start_job
+from tests.conftest import TINY, compose_config
+from tests.distribute.helpers import events, job_env, mlflow_runs, start_job
 from trainkit import job
 
 # Subprocess jobs with their own kill timeouts; on a loaded machine they take minutes.

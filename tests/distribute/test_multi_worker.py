@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 
 from tests import preloaded
+from tests.conftest import TINY
 from tests.distribute.helpers import (
     ROOT,
-    TINY,
     Started,
     backup_weights,
     events,

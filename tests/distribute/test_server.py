@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import compose_config
-from tests.distribute.helpers import TINY, free_ports
+from tests.conftest import TINY, compose_config
+from tests.distribute.helpers import free_ports
 from tests.distribute.postgres import Postgres
 from tests.tracking.helpers import server_env, stop_group
 from trainkit import job

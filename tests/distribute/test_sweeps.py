@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.distribute.helpers import TINY, mlflow_runs, run_job
+from tests.conftest import TINY
+from tests.distribute.helpers import mlflow_runs, run_job
 from trainkit.tracking.store import PARENT_RUN_ID_FILE, ROLE_TAG, RUN_ID_FILE, SWEEP_TAG
 from trainkit.tracking.sweep import OPTIMIZED_METRIC_TAG, OPTIMIZED_VALUE_TAG
 

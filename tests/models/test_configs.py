@@ -38,3 +38,12 @@ def test_unknown_options_are_one_line_errors(name):
     assert "no_such_option" in message and "\n" not in message
     for option in get_spec(name).options:
         assert option in message
+
+
+@pytest.mark.parametrize("units", [0, -1, 2.5, True, "256"])
+def test_alexnet_fc_units_must_be_a_positive_whole_number(units):
+    with pytest.raises(ConfigError) as error:
+        build_model("alexnet", 3, input_shape=67, fc_units=units)
+    assert str(error.value).startswith(
+        f"model.options.fc_units must be a positive whole number, got {units!r}"
+    )

@@ -76,6 +76,18 @@ def test_trainable_parameters(name):
         assert abs(count - REFERENCE[name]) <= 0.001 * REFERENCE[name], count
 
 
+@pytest.mark.parametrize("units", [4096, 256])
+def test_alexnet_fc_units_is_the_width_of_fc1_and_fc2(units):
+    model = build_model("alexnet", 1000, fc_units=units)
+    assert model.get_layer("fc1").units == model.get_layer("fc2").units == units
+    convolutions = 34_944 + 614_656 + 885_120 + 1_327_488 + 884_992  # conv1-conv5
+    flat = 6 * 6 * 256
+    expected = convolutions + (flat + 1) * units + (units + 1) * units + (units + 1) * 1000
+    assert trainable_count(model) == expected
+    if units == 4096:
+        assert expected == REFERENCE["alexnet"]
+
+
 def test_inception_v1_without_aux_heads():
     assert trainable_count(build_model("inception_v1", 1000, aux_heads=False)) == 6_998_552
 
