@@ -11,8 +11,9 @@ record them (:class:`~trainkit.context.LogsObserver`), so a key written by the l
 reaches the loggers placed before it (``on_train_end`` too: the model is final only after every
 callback's ``on_train_end``). A recorder that sets ``after_stack_batches = False`` gets no
 ``after_stack`` call after the train batches: it keeps a reference to the batch logs (the dict
-every callback of the step receives) and reads it once the step is over. Keras sets no params on a ``CallbackList`` it is given:
-call :meth:`Stack.for_fit`, :meth:`Stack.for_evaluate` or :meth:`Stack.for_predict` first.
+every callback of the step receives) and reads it once the step is over. Keras sets no params
+on a ``CallbackList`` it is given: call :meth:`Stack.for_fit`, :meth:`Stack.for_evaluate` or
+:meth:`Stack.for_predict` first.
 
 Batch hooks are the hot path (a GPU step of a small model takes about a millisecond): the stack
 calls only the batch hooks a callback overrides, not Keras's no-op defaults; when the hook
