@@ -24,8 +24,8 @@ Per-step scalars are buffered in memory (a reference to Keras' logs dict per ste
 microsecond on the training thread) and handed at epoch end to a background thread
 (:class:`trainkit.tracking.writer.WorkerThread`) that builds the event protos and writes them
 with :class:`trainkit.tracking.events.ScalarWriter`. The epoch scalars and the weight
-histograms go the same way (the training thread only copies the weights out, and reads the
-learning rate): no ``tf.summary`` call and no file write on the training thread at a batch or
+histograms go the same way (the training thread only reads the weights, a snapshot that the
+thread makes numpy, and reads the learning rate): no ``tf.summary`` call and no file write on the training thread at a batch or
 an epoch end. The thread is drained, and every file flushed, at the end of ``fit`` and of the
 job. The reference is the dict every callback of the list receives, so keys that callbacks
 placed after this one write into it are written too. Epoch scalars and test scalars are
@@ -287,10 +287,9 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
     def _log_weights(self, epoch: int) -> None:
         # Keras writes histograms with tf.summary.histogram, whose TF-side bucketing takes
         # 2.5 s (15 s on first trace) for AlexNet's 37 M-weight fc1 on this CPU. Here the
-        # training thread only copies the weights out; the background thread buckets them with
-        # numpy (0.2 s for fc1) and writes the events. Same tags and format as Keras's.
-        # The training thread only reads them (a snapshot, one read per variable); the copy to
-        # numpy happens on the background thread too.
+        # training thread only reads the weights (a snapshot, one read per variable); the
+        # background thread makes them numpy, buckets them (0.2 s for fc1) and writes the
+        # events. Same tags and format as Keras's.
         variables = [weight for layer in self.model.layers for weight in layer.weights]
         tags = [f"{weight.path.replace(':', '_')}/histogram" for weight in variables]
         # Writers are made on this thread only: two threads making one would make two files.
