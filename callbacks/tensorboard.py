@@ -26,10 +26,10 @@ microsecond on the training thread) and handed at epoch end to a background thre
 with :class:`trainkit.tracking.events.ScalarWriter`. The epoch scalars and the weight
 histograms go the same way (the training thread only reads the weights, a snapshot that the
 thread makes numpy, and reads the learning rate): no ``tf.summary`` call and no file write on
-the training thread at a batch or an epoch end. The thread is drained, and every file flushed, at the end of ``fit`` and of the
-job. The reference is the dict every callback of the list receives, so keys that callbacks
-placed after this one write into it are written too. Epoch scalars and test scalars are
-written in ``after_stack``, once every callback of the stack
+the training thread at a batch or an epoch end. The thread is drained, and every file flushed,
+at the end of ``fit`` and of the job. The reference is the dict every callback of the list
+receives, so keys that callbacks placed after this one write into it are written too. Epoch
+scalars and test scalars are written in ``after_stack``, once every callback of the stack
 (:func:`trainkit.stack.build_stack`) ran the hook: a key any of them adds (``best_epoch``, a
 user's own) is in them; in a plain ``model.fit(callbacks=[...])`` they are written in the hook
 itself. Steps are the stack's clock (``self.clock``).
