@@ -21,21 +21,11 @@ profiler is in the stack, the stack's loop times them itself (one clock read a c
 async dispatch of batch-end hooks (when every callback is ``async_safe``) is kept where a GPU
 or TPU is visible, with one worker thread so hooks run in step order; on a CPU the hooks run
 inline, which costs less than handing them to a thread (measured in ``docs/benchmarks.md``).
-
-During ``fit`` the objects alive at ``on_train_begin`` (the model, TensorFlow's and Keras's
-objects, the data pipeline: most of the heap) are frozen out of Python's cyclic garbage
-collector (``gc.freeze``; undone at ``on_train_end`` and at the job's end). The collector runs
-in whichever thread allocates when a threshold is reached: without the freeze the MLflow
-writer's allocations (SQLAlchemy objects) made the training thread run collections over the
-whole heap inside its batch hooks (``docs/benchmarks.md``). Objects made during training are
-collected as before; cyclic garbage among the frozen ones waits for the end of ``fit``.
-``Stack.freeze_gc = False`` turns this off.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import gc
 import inspect
 import time
 import types
@@ -194,11 +184,7 @@ class Stack(keras.callbacks.CallbackList):
         context: the run context, whose ``callbacks`` and ``clock`` this stack sets.
         user_callbacks: the callbacks of the stack, without the History / progress bar that
             Keras's fit would add and this stack adds in their place.
-        freeze_gc: freeze the objects alive at ``on_train_begin`` out of the cyclic garbage
-            collector until ``on_train_end`` (see the module docstring).
     """
-
-    freeze_gc = True
 
     def __init__(
         self,
@@ -237,7 +223,6 @@ class Stack(keras.callbacks.CallbackList):
             model=model,
         )
         self._bind_batch_hooks()
-        self._froze_gc = False
         if not _on_accelerator():
             # Keras hands batch-end hooks to a thread when every callback allows it, so that a
             # GPU step's logs are turned into floats off the training thread. On a CPU the step
@@ -270,14 +255,6 @@ class Stack(keras.callbacks.CallbackList):
         self.clock.train_begin(self.params, self.model)
         self._bind_batch_hooks()
         super().on_train_begin(logs)
-        if self.freeze_gc and not self._froze_gc and gc.get_freeze_count() == 0:
-            gc.freeze()  # what is alive now lives through the fit: not scanned again
-            self._froze_gc = True
-
-    def _unfreeze_gc(self) -> None:
-        if self._froze_gc:
-            self._froze_gc = False
-            gc.unfreeze()
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._bind_batch_hooks()
@@ -368,7 +345,6 @@ class Stack(keras.callbacks.CallbackList):
             callback.on_train_end(logs)
         for observer in self._observers:
             observer.after_stack("on_train_end", None, logs)
-        self._unfreeze_gc()
         self._on_end()
 
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
@@ -400,7 +376,6 @@ class Stack(keras.callbacks.CallbackList):
         Returns the messages of the callbacks that failed to close, so the job can report them
         without losing the original error.
         """
-        self._unfreeze_gc()  # a fit cut short by an exception never reached on_train_end
         problems = []
         for callback in self.user_callbacks:
             if not isinstance(callback, JobAware):

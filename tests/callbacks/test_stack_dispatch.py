@@ -100,34 +100,3 @@ def test_the_profiler_counts_batch_hooks_timed_by_the_stack(tmp_path, tiny_model
     assert any(stats is not None for _, stats in hooks.pairs)
     assert 0 <= timing_cost() < 5e-6  # one clock read and three list updates
     assert profiler.summary()["profiler_overhead_s"] >= 0
-
-
-def test_fit_freezes_the_heap_out_of_the_collector_and_undoes_it(tmp_path, tiny_model, tiny_data):
-    """During fit what was alive at on_train_begin is frozen out of the cyclic collector (the
-    writers' allocations then do not make the training thread scan the whole heap in its
-    hooks); fit's end, or the job's end after a fit cut short, undoes it."""
-    import gc
-
-    assert gc.get_freeze_count() == 0
-    seen: list[int] = []
-
-    class Count(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            seen.append(gc.get_freeze_count())
-
-    fit(tmp_path, [Count()], tiny_model, tiny_data)
-    assert len(seen) == 4 and min(seen) > 0
-    assert gc.get_freeze_count() == 0
-
-    class Fail(keras.callbacks.Callback):
-        def on_train_batch_end(self, batch, logs=None):
-            raise RuntimeError("cut short")
-
-    x, y = tiny_data(32)
-    model = tiny_model()
-    stack = build_stack([Fail()], RunContext(run_dir=tmp_path / "cut"), model)
-    with pytest.raises(RuntimeError, match="cut short"):
-        model.fit(x, y, batch_size=8, epochs=1, callbacks=stack.for_fit(1, 4), verbose=0)
-    assert gc.get_freeze_count() > 0
-    stack.end_job(JobStatus.FAILED)
-    assert gc.get_freeze_count() == 0
