@@ -127,3 +127,21 @@ def test_every_shipped_overlay_is_valid(compose_cfg, option):
     from trainkit.config.schema import validate
 
     validate(compose_cfg([f"experiment={option}"]))
+
+
+def test_a_config_missing_from_a_defaults_list_is_not_called_a_run_directory_error(tmp_path):
+    # Hydra's MissingConfigException is an OSError; it once read "cannot create the run directory"
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import MissingConfigException
+
+    from trainkit.errors import hydra_error
+
+    (tmp_path / "config.yaml").write_text("defaults:\n  - missing/thing\n  - _self_\nx: 1\n")
+    with (
+        pytest.raises(MissingConfigException) as caught,
+        initialize_config_dir(config_dir=str(tmp_path), version_base="1.3"),
+    ):
+        compose("config")
+    message = hydra_error(caught.value, [])
+    assert message.startswith("In 'config': Could not load 'missing/thing'. (a config that")
+    assert "run directory" not in message and "\n" not in message

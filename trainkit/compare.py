@@ -94,27 +94,91 @@ def write_table(reports: Sequence[dict[str, Any]], sweep_dir: Path) -> list[Path
 
 
 def chart(reports: Sequence[dict[str, Any]], path: Path) -> Path:
-    """Test accuracy against GMACs, one marker per model, its area by parameters."""
+    """Test accuracy against GMACs, one marker per model, its area by parameters, as a PNG."""
+    figure, _ = comparison_figure(reports)
+    figure.savefig(path, dpi=100)
+    return path
+
+
+def comparison_figure(reports: Sequence[dict[str, Any]]) -> tuple[Any, list[Any]]:
+    """The chart's matplotlib figure and its model labels (placed apart, see
+    :func:`place_labels`)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     figure = Figure(figsize=(7, 4.5))
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
+    points = []
     for report in reports:
         x, y = report.get("gmacs") or 0.0, report.get("test_accuracy") or 0.0
         axes.scatter([x], [y], s=20 + 4 * float(report.get("params") or 0.0), alpha=0.6)
-        axes.annotate(
-            str(report.get("model")), (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points"
-        )
+        points.append((str(report.get("model")), x, y))
     axes.set_xscale("log")
+    axes.set_ylim(min(0.0, *(y for _, _, y in points)), 1.08)  # the markers at 1.0 whole
     axes.set_xlabel("GMACs per image (log)")
     axes.set_ylabel("test accuracy")
     axes.set_title("models under one budget (marker area: parameters)")
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    return path
+    return figure, place_labels(axes, points)
+
+
+# Where a label may go around its marker, in points, tried in this order: beside it, then
+# farther up or down a line at a time, right then left.
+_OFFSETS = [
+    (dx, dy) for level in range(6) for dy in (4 + 10 * level, -11 - 10 * level) for dx in (5, -5)
+]
+_LEADER = {"arrowstyle": "-", "linewidth": 0.5, "alpha": 0.5, "shrinkA": 0, "shrinkB": 3}
+
+
+def _text_box(label: Any, renderer: Any) -> Any:
+    """The label's text alone (an annotation's own extent includes its leader line)."""
+    from matplotlib.text import Text
+
+    label.update_positions(renderer)  # where the text goes, as drawing would place it
+    return Text.get_window_extent(label, renderer)
+
+
+def place_labels(axes: Any, points: Sequence[tuple[str, float, float]]) -> list[Any]:
+    """Name each marker with the first offset (of :data:`_OFFSETS`) whose text overlaps no label
+    placed before it and stays inside the axes (else the first inside the axes); models with
+    the same cost and accuracy (the chance-level ones) would otherwise print over each other.
+    Labels are placed from the top down; one moved away from its marker has a thin line to it."""
+    renderer = axes.figure.canvas.get_renderer()
+    inside = axes.get_window_extent(renderer)
+    placed: list[Any] = []
+    for name, x, y in sorted(points, key=lambda p: (-p[2], p[1])):
+        chosen = None
+        for dx, dy in _OFFSETS:
+            label = axes.annotate(
+                name,
+                (x, y),
+                fontsize=8,
+                xytext=(dx, dy),
+                textcoords="offset points",
+                ha="left" if dx > 0 else "right",
+                arrowprops=None if (dx, dy) == _OFFSETS[0] else _LEADER,
+            )
+            box = _text_box(label, renderer)
+            fits = inside.x0 <= box.x0 and box.x1 <= inside.x1
+            fits = fits and inside.y0 <= box.y0 and box.y1 <= inside.y1
+            clear = not any(box.overlaps(_text_box(other, renderer)) for other in placed)
+            if fits and clear:
+                if chosen is not None:
+                    chosen.remove()
+                chosen = label
+                break
+            if fits and chosen is None:
+                chosen = label  # kept unless a clear place turns up
+            else:
+                label.remove()
+        if chosen is None:  # nowhere inside the axes: beside the marker all the same
+            chosen = axes.annotate(
+                name, (x, y), fontsize=8, xytext=_OFFSETS[0], textcoords="offset points"
+            )
+        placed.append(chosen)
+    return placed
 
 
 def log_to_parent_run(sweep_dir: Path, uri: str, paths: Sequence[Path]) -> str | None:

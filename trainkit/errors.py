@@ -76,8 +76,16 @@ def hydra_error(exc: BaseException, overrides: list[str]) -> str:
 
     cause = exc.__cause__ or exc.__context__
     text = str(exc)
-    if isinstance(exc, MissingConfigException) and "Available options in" in text:
-        return _missing_option(text)
+    if isinstance(exc, MissingConfigException):
+        if "Available options in" in text:
+            return _missing_option(text)
+        # Hydra's MissingConfigException is an OSError: not a run directory's error
+        return one_line(
+            f"{text.splitlines()[0]} (a config that a defaults list names is not on the config "
+            "search path): check that file's defaults; run.py finds conf/ and trainkit's typed "
+            "schemas (hydra_plugins/trainkit_schemas) when started as python run.py from the "
+            "repository"
+        )
     if isinstance(exc, OverrideParseException) or "no viable alternative" in text:
         bad = _unparsable(overrides)
         where = f"{bad}: " if bad else ""
