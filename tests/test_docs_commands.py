@@ -280,14 +280,16 @@ CASES: dict[str, Case] = {
     ),
     "python3 -m venv .venv": Case("ci-venv", kind="ci"),
     ".venv/bin/pip install uv": Case("ci-install-uv", kind="ci"),
-    '.venv/bin/python -m uv pip install -e ".[cpu]"': Case(
+    '.venv/bin/python -m uv pip install --compile-bytecode -e ".[cpu]"': Case(
         "ci-install-cpu",
         kind="ci",
-        ci=(".ci/run", '.venv/bin/python -m uv pip install -e ".[cpu,dev]"'),
+        ci=(".ci/run", '.venv/bin/python -m uv pip install --compile-bytecode -e ".[cpu,dev]"'),
     ),
-    '.venv/bin/python -m uv pip install -e ".[cpu,dev]"': Case("ci-install-cpu-dev", kind="ci"),
+    '.venv/bin/python -m uv pip install --compile-bytecode -e ".[cpu,dev]"': Case(
+        "ci-install-cpu-dev", kind="ci"
+    ),
     # a GPU machine's install: not here; the extra must exist
-    '.venv/bin/python -m uv pip install -e ".[cuda]"': Case(
+    '.venv/bin/python -m uv pip install --compile-bytecode -e ".[cuda]"': Case(
         "ci-install-cuda", kind="ci", ci=("pyproject.toml", 'cuda = ["tensorflow[and-cuda]')
     ),
     "python -m trainkit.models alexnet vgg16": Case(
