@@ -310,10 +310,8 @@ def configurations(only: set[str] | None) -> dict[str, Factory]:
 # ---------------------------------------------------------------------------- measuring
 
 
-def measure(factory: Factory, run_dir: Path, steps: int, kind: str, spe: int) -> Sample:
-    """Seconds per step of the second epoch: (wall, inside the stack's hooks)."""
-    import mlflow
-
+def _fresh_model(kind: str, spe: int) -> tuple[keras.Model, Any, Any]:
+    """The benchmark's model of ``kind``, compiled, seeded alike each time; its data."""
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
     train, val = datasets(kind)
@@ -324,6 +322,14 @@ def measure(factory: Factory, run_dir: Path, steps: int, kind: str, spe: int) ->
         metrics=["accuracy"],
         steps_per_execution=spe,
     )
+    return model, train, val
+
+
+def measure(factory: Factory, run_dir: Path, steps: int, kind: str, spe: int) -> Sample:
+    """Seconds per step of the second epoch: (wall, inside the stack's hooks)."""
+    import mlflow
+
+    model, train, val = _fresh_model(kind, spe)
     # The job's wiring, so every configuration pays what it pays in a job.
     stack = build_stack(factory(run_dir), bench_context(run_dir), model)
     timer = HookTimer(stack)
@@ -376,15 +382,7 @@ def measure_loop(factory: Factory, run_dir: Path, steps: int, kind: str) -> tupl
     """(µs of training-thread CPU a step in the train batch hooks, ms an epoch end)."""
     import mlflow
 
-    keras.backend.clear_session()
-    keras.utils.set_random_seed(0)
-    train, val = datasets(kind)
-    model = MODELS[kind]()
-    model.compile(
-        optimizer=keras.optimizers.Adam(1e-3),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
+    model, train, val = _fresh_model(kind, 1)
     stack = build_stack(factory(run_dir), bench_context(run_dir), model)
     loss, accuracy = tf.constant(0.5), tf.constant(0.25)
     try:
