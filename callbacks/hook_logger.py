@@ -359,11 +359,7 @@ class HookLogger(TrainkitCallback):
     def on_train_begin(self, logs=None) -> None:
         self._in_fit = True
         self._epoch = None
-        self._fast_train = (
-            self.every_n_batches == 1
-            and self._execution_size() == 1
-            and {"on_train_batch_begin", "on_train_batch_end"} <= self.hooks
-        )
+        self._fast_train = self.every_n_batches == 1 and self._execution_size() == 1
         self._emit("on_train_begin", "train", logs=logs)
 
     def on_train_end(self, logs=None) -> None:
@@ -382,27 +378,14 @@ class HookLogger(TrainkitCallback):
         self._flush()
 
     def on_train_batch_begin(self, batch, logs=None) -> None:
-        if self._fast_train:  # one step per call, every batch: the step's whole cost
-            now = time.perf_counter()
-            buffer = self._buffer
-            dt = now - self._last
-            buffer.append(
-                ("on_train_batch_begin", "train", self._epoch, batch, now, dt, None, logs)
-            )
-            self._last = now
-            if len(buffer) >= self.block_size:  # the steps before this one are over
-                self._hand_over()
+        if self._fast_train:  # one step per call, every batch: no batch bookkeeping
+            self._emit("on_train_batch_begin", "train", batch, logs)  # hands over the steps before
             return
         self._batch_begin("on_train_batch_begin", "train", batch, logs)
 
     def on_train_batch_end(self, batch, logs=None) -> None:
         if self._fast_train:
-            now = time.perf_counter()
-            dt = now - self._last
-            self._buffer.append(
-                ("on_train_batch_end", "train", self._epoch, batch, now, dt, batch, logs)
-            )
-            self._last = now
+            self._emit("on_train_batch_end", "train", batch, logs, batch, hand_over=False)
             return
         self._batch_end("on_train_batch_end", "train", batch, logs)
 
