@@ -40,6 +40,7 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -207,7 +208,43 @@ def _run(args: list[str], base: list[str]) -> None:
 # -- the tests' side ----------------------------------------------------------------------------
 
 
-SHARED = "TRAINKIT_TEST_PRELOADED_SERVER"  # set by tests/run_suite.py: one for every worker
+SHARED = "TRAINKIT_TEST_PRELOADED_SERVER"  # set by shared_server: one for every worker
+
+
+def _start(path: str, stdout: Any) -> subprocess.Popen:
+    """A preloaded process serving at ``path``; it ends when its standard input closes."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.preloaded", path],
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2"),
+        stdin=subprocess.PIPE,
+        stdout=stdout,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+@contextlib.contextmanager
+def shared_server(folder: str) -> Iterator[None]:
+    """One preloaded process for every process started inside the block (``SHARED`` in the
+    environment they inherit): ``tests/run_suite.py`` shares one between all the pytest workers
+    of both its parts, instead of one per worker and part (about 10 s of CPU each). It imports
+    while pytest collects; :class:`_Shared` waits for its socket."""
+    if not ENABLED:
+        yield
+        return
+    path = os.path.join(folder, "preloaded.socket")
+    server = _start(path, stdout=subprocess.DEVNULL)
+    os.environ[SHARED] = path
+    try:
+        yield
+    finally:
+        os.environ.pop(SHARED, None)
+        server.stdin.close()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
 
 
 class _Shared:
@@ -237,16 +274,7 @@ class _Server:
         self.folder = tempfile.mkdtemp(prefix="trainkit-preloaded-")
         atexit.register(shutil.rmtree, self.folder, ignore_errors=True)  # socket, shims
         self.path = os.path.join(self.folder, "socket")
-        env = dict(os.environ, PYTHONPATH=str(ROOT), TF_CPP_MIN_LOG_LEVEL="2")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "tests.preloaded", self.path],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        self.process = _start(self.path, stdout=subprocess.PIPE)
         line = self.process.stdout.readline()
         if line.strip() != b"ready":
             raise RuntimeError("the preloaded test process did not start")

@@ -17,18 +17,18 @@ time against its budget, so CI's log shows both.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = "TRAINKIT_TEST_PRELOADED_SERVER"  # tests/preloaded.py reads it
+sys.path.insert(0, str(ROOT))  # run as a script: tests/ is on the path, the repository is not
+from tests.preloaded import shared_server  # noqa: E402  (standard library only)
+
 # One pytest worker per core (two here), each test file kept on one worker: a file's module
 # fixtures (a finished run that ten tests read) are made once.
 PARALLEL = ("--numprocesses=auto", "--maxprocesses=4", "--dist=loadfile")
@@ -71,38 +71,11 @@ def system_packages_ready(timeout: float = 20 * 60) -> bool:
     return False
 
 
-@contextlib.contextmanager
-def preloaded_server(folder: str) -> Iterator[None]:
-    """One preloaded process (tests/preloaded.py) for every pytest worker of both parts,
-    instead of one per worker and part: it imports TensorFlow, Keras, MLflow and Hydra once
-    (about 10 s of CPU each time saved), while the first part collects."""
-    path = os.path.join(folder, "preloaded.socket")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tests.preloaded", path],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"},
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    os.environ[SHARED] = path
-    try:
-        yield
-    finally:
-        os.environ.pop(SHARED, None)
-        server.stdin.close()  # its end: it exits when its standard input closes
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-
-
 def main(argv: list[str]) -> int:
     status = 0
     times = []
     passed = failed = skipped = 0
-    with tempfile.TemporaryDirectory(prefix="trainkit-suite-") as tmp, preloaded_server(tmp):
+    with tempfile.TemporaryDirectory(prefix="trainkit-suite-") as tmp, shared_server(tmp):
         for i, (name, marks, budget) in enumerate(PARTS):
             if i > 0 and not system_packages_ready():
                 status = 1  # the tests that need them fail and say so; the others still run
