@@ -66,6 +66,11 @@ CASES = [
     case("trainer.precision=fp8", "trainer.precision", "unknown trainer.precision 'fp8'"),
     case("trainer.jit_compile=maybe", "trainer.jit_compile", "unknown trainer.jit_compile"),
     case("trainer.strategy=tpu", "trainer.strategy", "unknown trainer.strategy 'tpu'"),
+    case(
+        "trainer.strategy=mirrored trainer.steps_per_execution=4",
+        "trainer.steps_per_execution",
+        "trainer.steps_per_execution=4 does not run under trainer.strategy=mirrored",
+    ),
     case("trainer.cluster_timeout=0", "trainer.cluster_timeout", "trainer.cluster_timeout=0"),
     case("trainer.deterministic=maybe", "trainer.deterministic", "trainer.deterministic=maybe"),
     case("data.limit=0", "data.limit", "data.limit=0 must be a whole number >= 1 or null"),

@@ -201,6 +201,15 @@ def _trainer(cfg: DictConfig) -> list[str]:
     out += _one_of(cfg, "trainer.precision", PRECISIONS)
     out += _one_of(cfg, "trainer.jit_compile", ("auto", True, False))
     out += _one_of(cfg, "trainer.strategy", STRATEGIES)
+    strategy, per_call = _get(cfg, "trainer.strategy"), _get(cfg, "trainer.steps_per_execution")
+    if strategy in ("mirrored", "multi_worker") and _is_int(per_call) and per_call > 1:
+        # Keras 3's TensorFlow trainer fails there ("You must feed a value for placeholder
+        # tensor ..."), keras-team/keras#19246: refused here instead of after the first trace.
+        out.append(
+            f"trainer.steps_per_execution={per_call} does not run under "
+            f"trainer.strategy={strategy} (Keras 3 fails there, keras-team/keras#19246): "
+            "set trainer.steps_per_execution=1"
+        )
     timeout = _get(cfg, "trainer.cluster_timeout")
     if not isinstance(timeout, int | float) or not math.isfinite(timeout) or timeout <= 0:
         out.append(
