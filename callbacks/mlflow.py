@@ -43,6 +43,9 @@ Where things go:
   points, reading the logs once the step is over, and writes them with ``log_batch``. If the
   store fails the points go to ``<run_dir>/mlflow_spool.jsonl`` (one warning) and are written
   when it answers again; a job never fails because of MLflow.
+* ``steps_per_execution = k > 1``: Keras calls the batch hooks once per ``k`` steps; the stack
+  hands the logger the other steps' metrics too (:mod:`trainkit.step_rows`, read in the same
+  host round trip), so every step still gets its point.
 """
 
 from __future__ import annotations
@@ -352,6 +355,27 @@ class MLflowLogger(TrainkitCallback):
         row = (self.clock.step + self._offset, time.time(), logs, lr)
         self._rows.append(row)
         self._last_row = row
+
+    def on_train_steps(self, steps: range, rows: list[dict[str, float]]) -> None:
+        """The earlier steps of an execution under ``steps_per_execution > 1``
+        (:class:`trainkit.context.TakesStepRows`): a row each, as the batch hook makes for the
+        last one. Their times are spread evenly since the previous row."""
+        writer = self.writer
+        if writer is None or not rows:
+            return
+        lr = self._lr_value
+        if lr is _UNREAD:
+            lr = self._learning_rate()
+        now = time.time()
+        before = self._last_row[1] if self._last_row is not None else now
+        gap = (now - before) / (len(rows) + 1)
+        every = self.log_every_n_steps
+        offset = self._offset
+        append = self._rows.append
+        for i, (step, row) in enumerate(zip(steps, rows, strict=True), start=1):
+            if every > 1 and step % every:
+                continue
+            append((step + offset, before + gap * i, row, lr))
 
     def _hand_over(self) -> None:
         """Give the buffered rows to the writer thread (no waiting)."""

@@ -32,7 +32,9 @@ receives, so keys that callbacks placed after this one write into it are written
 scalars and test scalars are written in ``after_stack``, once every callback of the stack
 (:func:`trainkit.stack.build_stack`) ran the hook: a key any of them adds (``best_epoch``, a
 user's own) is in them; in a plain ``model.fit(callbacks=[...])`` they are written in the hook
-itself. Steps are the stack's clock (``self.clock``).
+itself. Steps are the stack's clock (``self.clock``). Under ``steps_per_execution = k > 1``
+the stack hands over the metrics of every step of an execution, not only its last
+(:mod:`trainkit.step_rows`): ``batch_*`` scalars keep one point per step.
 
 Validation ``epoch_*`` scalars are the validation values of a training key (``val_loss`` is
 ``epoch_loss`` under ``validation/``); other ``val_*`` keys keep their name (Timing's
@@ -283,6 +285,17 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
             return
         # A reference: the callbacks after us still add their keys to this very dict.
         self._batch_rows.append((self.clock.step, logs))
+
+    def on_train_steps(self, steps: range, rows: list[dict[str, float]]) -> None:
+        """The earlier steps of an execution under ``steps_per_execution > 1``
+        (:class:`trainkit.context.TakesStepRows`): ``batch_*`` scalars at each of them too."""
+        every = self.log_every_n_steps
+        if every <= 0:
+            return
+        append = self._batch_rows.append
+        for step, row in zip(steps, rows, strict=True):
+            if every == 1 or step % every == 0:
+                append((step, row))
 
     def _log_weights(self, epoch: int) -> None:
         # Keras writes histograms with tf.summary.histogram, whose TF-side bucketing takes

@@ -199,6 +199,21 @@ class LogsObserver(Protocol):
 
 
 @runtime_checkable
+class TakesStepRows(Protocol):
+    """A recorder that takes every step's metrics when Keras runs several steps per call
+    (``steps_per_execution = k > 1``, :mod:`trainkit.step_rows`).
+
+    Keras calls the batch hooks once per execution, at its last step. Before that call the stack
+    calls ``on_train_steps(steps, rows)`` with the execution's earlier steps: their global step
+    numbers (``range``) and, for each, the model's metrics after that step (``{name: float}``).
+    The batch hook then brings the last step as usual. Only recorders take rows: the weights at
+    those steps are gone, so nothing that acts on the model may see them.
+    """
+
+    def on_train_steps(self, steps: range, rows: list[dict[str, float]]) -> None: ...
+
+
+@runtime_checkable
 class BuffersTracking(Protocol):
     """A callback that holds tracking points in memory for a background writer.
 

@@ -15,6 +15,12 @@ every callback of the step receives) and reads it once the step is over. Keras s
 on a ``CallbackList`` it is given: call :meth:`Stack.for_fit`, :meth:`Stack.for_evaluate` or
 :meth:`Stack.for_predict` first.
 
+Under ``steps_per_execution = k > 1`` Keras calls the train batch hooks once per ``k`` steps.
+When a callback of the stack takes per-step rows (:class:`~trainkit.context.TakesStepRows`:
+MLflow, TensorBoard), the stack has the model's train step record every step's metrics
+(:mod:`trainkit.step_rows`), takes them out of the logs and hands them to those callbacks before
+the batch hook: every step is recorded, at one host round trip per ``k`` steps.
+
 Batch hooks are the hot path (a GPU step of a small model takes about a millisecond): the stack
 calls only the batch hooks a callback overrides, not Keras's no-op defaults; when the hook
 profiler is in the stack, the stack's loop times them itself (one clock read a call). Keras's
@@ -41,8 +47,16 @@ from keras.src.utils.python_utils import pythonify_logs
 
 from callbacks.base import StepClock, TrainkitCallback
 from trainkit.config.callbacks import check_entry
-from trainkit.context import JobAware, JobStatus, LogsObserver, RunContext, ShowsProgress
+from trainkit.context import (
+    JobAware,
+    JobStatus,
+    LogsObserver,
+    RunContext,
+    ShowsProgress,
+    TakesStepRows,
+)
 from trainkit.errors import ConfigError, one_line, root_cause
+from trainkit.step_rows import BLOCK_KEY, COUNT_KEY, StepRows
 
 
 def instantiate_callbacks(entries: Mapping[str, Any] | None) -> list[keras.callbacks.Callback]:
@@ -212,6 +226,11 @@ class Stack(keras.callbacks.CallbackList):
             for observer in self._observers
             if getattr(observer, "after_stack_batches", True)
         )
+        # Under steps_per_execution > 1: every step's metrics, for the recorders that take them.
+        self._row_takers = tuple(
+            cb.on_train_steps for cb in self.user_callbacks if isinstance(cb, TakesStepRows)
+        )
+        self._step_rows: StepRows | None = None
         shows_progress = any(
             isinstance(cb, ShowsProgress) and cb.replaces_keras_progress
             for cb in self.user_callbacks
@@ -253,8 +272,24 @@ class Stack(keras.callbacks.CallbackList):
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self.clock.train_begin(self.params, self.model)
+        self._install_step_rows()
         self._bind_batch_hooks()
         super().on_train_begin(logs)
+
+    def _install_step_rows(self) -> None:
+        """With ``k > 1`` steps an execution and a recorder that takes rows: the model's train
+        step also returns every step's metrics (:mod:`trainkit.step_rows`)."""
+        model = self.model
+        if self.clock.steps_per_execution < 2 or not self._row_takers or model is None:
+            return
+        rows = self._step_rows
+        if rows is None or rows.model is not model or rows.k != self.clock.steps_per_execution:
+            self._step_rows = rows = StepRows(model)
+        rows.install()
+
+    def _remove_step_rows(self) -> None:
+        if self._step_rows is not None:
+            self._step_rows.remove()
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._bind_batch_hooks()
@@ -319,8 +354,29 @@ class Stack(keras.callbacks.CallbackList):
         self.clock.epoch_begin(epoch)
         super().on_epoch_begin(epoch, logs)
 
-    def _on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        # The per-step block leaves Keras's logs here, on the training thread, before Keras
+        # reads them again at the epoch's end (its epoch logs are the metrics only when the
+        # keys match) and before any callback sees them.
+        block = None
+        if logs and self._step_rows is not None and BLOCK_KEY in logs:
+            block = (logs.pop(BLOCK_KEY), logs.pop(COUNT_KEY))
+        if self._async_train:
+            self._async_dispatch(self._on_train_batch_end, batch, logs, block)
+        else:
+            self._on_train_batch_end(batch, logs, block)
+
+    def _on_train_batch_end(
+        self, batch: int, logs: dict[str, Any] | None = None, block: tuple[Any, Any] | None = None
+    ) -> None:
         self.clock.batch_end(batch)
+        if block is not None and self._step_rows is not None:
+            earlier = self.clock.step - self.clock.previous - 1
+            if earlier > 0:
+                rows = self._step_rows.rows(block[0], block[1], earlier)
+                steps = range(self.clock.previous + 1, self.clock.step)
+                for take in self._row_takers:
+                    take(steps, rows)
         logs = _pythonify(logs)
         _run(self._batch_hooks["on_train_batch_end"], batch, logs)
         for after_stack in self._after_batch:
@@ -345,6 +401,7 @@ class Stack(keras.callbacks.CallbackList):
             callback.on_train_end(logs)
         for observer in self._observers:
             observer.after_stack("on_train_end", None, logs)
+        self._remove_step_rows()
         self._on_end()
 
     def on_test_end(self, logs: dict[str, Any] | None = None) -> None:
@@ -377,6 +434,7 @@ class Stack(keras.callbacks.CallbackList):
         without losing the original error.
         """
         problems = []
+        self._remove_step_rows()  # a fit cut short by an exception never reached on_train_end
         for callback in self.user_callbacks:
             if not isinstance(callback, JobAware):
                 continue

@@ -181,16 +181,52 @@ def test_a_job_cut_short_ends_its_run_with_its_status(
 # ---------------------------------------------------------------------------- steps
 
 
-def test_steps_per_execution_logs_at_the_true_steps(tmp_path: Path, arrays: Any) -> None:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    logger = MLflowLogger()
-    run_job(make_context(tmp_path / "run", uri, arrays), [logger], arrays, steps_per_execution=4)
-    client = MlflowClient(uri)
-    run_id = logger.run.run_id
-    # executions of 4 steps: Keras calls the hook after steps 4 and 5 (the epoch's rest)
-    assert steps(client, run_id, "loss") == [4, 5, 9, 10]
+class Acting(keras.callbacks.Callback):
+    """A callback that acts on the model: which batch hooks it gets, and with which keys."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[int, list[str]]] = []
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self.calls.append((batch, sorted(logs or {})))
+
+
+def test_steps_per_execution_logs_every_step_to_mlflow_and_tensorboard(
+    tmp_path: Path, arrays: Any
+) -> None:
+    """At steps_per_execution=4, Keras calls the batch hooks after steps 4, 5, 9 and 10 (an
+    epoch of 5 steps); MLflow and TensorBoard still get every step, with the values a run at
+    steps_per_execution=1 logs. A callback that acts on the model still gets Keras's calls and
+    Keras's keys, and the model's train_step is Keras's own again after fit."""
+    from callbacks.tensorboard import TensorBoardLogger
+    from tests.tracking.test_tensorboard import load, scalars
+
+    runs = {}
+    for k in (1, 4):
+        uri = f"sqlite:///{tmp_path / f'k{k}' / 'mlflow.db'}"
+        logger, board, acting = MLflowLogger(), TensorBoardLogger(histogram_freq=0), Acting()
+        context = make_context(tmp_path / f"k{k}" / "run", uri, arrays)
+        job = run_job(context, [logger, board, acting], arrays, steps_per_execution=k)
+        runs[k] = (MlflowClient(uri), logger.run.run_id, context, acting, job)
+
+    client, run_id, context, acting, job = runs[4]
+    assert steps(client, run_id, "loss") == list(range(1, 11))
+    assert steps(client, run_id, "accuracy") == list(range(1, 11))
     assert steps(client, run_id, "val_loss") == [5, 10]
     assert client.get_run(run_id).data.params["fit.steps_per_execution"] == "4"
+    one = runs[1]
+    for key in ("loss", "accuracy"):
+        assert values(client, run_id, key) == pytest.approx(values(one[0], one[1], key), abs=1e-6)
+    board = scalars(load(context.run_dir / "tensorboard" / "train"), "batch_loss")
+    assert [step for step, _ in board] == list(range(1, 11))
+    assert [v for _, v in board] == pytest.approx(values(client, run_id, "loss"))
+    # the model's own callbacks: one call per execution (batch indices as Keras passes them,
+    # unclipped), with the keys of a plain Keras fit
+    assert [batch for batch, _ in acting.calls] == [3, 7, 3, 7]
+    assert {tuple(keys) for _, keys in acting.calls} == {("accuracy", "loss")}
+    assert "train_step" not in vars(job.model)
+    assert set(job.history) == {"accuracy", "loss", "val_accuracy", "val_loss"}
 
 
 def test_log_every_n_steps(tmp_path: Path, arrays: Any) -> None:
