@@ -233,18 +233,13 @@ def _wait_probe(processes: list[tuple[subprocess.Popen, Path]]) -> list[tuple[in
 
 
 def test_keras_fails_under_multi_worker_without_the_patch(tmp_path: Path) -> None:
-    # Both pairs at once, on their own ports: each process mostly waits for its peer.
-    ports = free_ports(4)
-    unpatched_pair = _start_probe(tmp_path, "unpatched", ports[:2])
-    patched_pair = _start_probe(tmp_path, "patched", ports[2:])
-    unpatched = _wait_probe(unpatched_pair)
+    """The probe pair without the patch fails as keras-team/keras#20585 says. With it (the job
+    applies it under trainer.strategy=multi_worker), fit, evaluate and predict run and both
+    workers end with the same weights: the ``pairs`` jobs show that, read by
+    test_two_workers_train_alike_and_only_the_chief_writes (this test ran a patched probe pair
+    of its own for it, two processes more)."""
+    unpatched = _wait_probe(_start_probe(tmp_path, "unpatched", free_ports(2)))
     assert all(code != 0 for code, _ in unpatched)
     # keras-team/keras#20585: the symbolic build converts a PerReplica batch. When this stops
     # failing, Keras has fixed it and trainkit.distribute.patch_keras_for_multi_worker can go.
     assert any("PerReplica" in out for _, out in unpatched), unpatched[0][1][-2000:]
-
-    patched = _wait_probe(patched_pair)
-    for code, out in patched:
-        assert code == 0, out[-3000:]
-    weights = [out.split("weights:")[-1].strip() for _, out in patched]
-    assert weights[0] == weights[1]
