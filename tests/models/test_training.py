@@ -1,5 +1,9 @@
 """Every model builds at its minimum input and trains a step in mixed_bfloat16.
 
+The models are built for 1000 classes: the eight of test_param_counts.HEAVY have their trainable
+parameters checked against the reference table here, where they are built anyway (building
+them again at their native size cost ~25 s).
+
 A float32 epoch through the whole job, for one model of each family, is
 tests/models/test_every_model_job.py.
 
@@ -15,6 +19,7 @@ import numpy as np
 import pytest
 
 from tests.models.conftest import images, model_options
+from tests.models.test_param_counts import HEAVY, assert_reference_count
 from trainkit.models import available_models, build_model, get_spec
 
 CAFFE = {"vgg16", "vgg19", "resnet50"}  # BGR minus the ImageNet mean; CLIP's own; else [-1, 1]
@@ -37,7 +42,9 @@ pytestmark = pytest.mark.slow
 def test_one_bfloat16_training_step_at_the_minimum_size(name):
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     size = get_spec(name).min_size
-    model = build_model(name, 3, input_shape=size, **model_options(name))
+    model = build_model(name, 1000, input_shape=size, **model_options(name))
+    if name in HEAVY:
+        assert_reference_count(name, model)
     kind = "caffe" if name in CAFFE else "clip" if name.startswith("clip") else "tf"
     assert get_spec(name).preprocessing == model.get_layer("preprocess").kind == kind
     assert model.layers[1].name == "preprocess"  # the first layer after the input
@@ -45,7 +52,7 @@ def test_one_bfloat16_training_step_at_the_minimum_size(name):
     # Predictions before the step: after one SGD step on 2 images whose last feature map is
     # 1x1, BatchNorm's moving statistics lag the weights and the models may overflow.
     probabilities = model.predict_on_batch(images(size))
-    assert probabilities.shape == (2, 3)
+    assert probabilities.shape == (2, 1000)
     assert probabilities.dtype == np.float32  # the float32 classifier, whatever the policy
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
     assert model.get_layer("predictions").compute_dtype == "float32"
