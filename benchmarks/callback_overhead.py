@@ -39,7 +39,10 @@ if there is one, else its defaults); ``full`` (the composed stack, MLflow and Te
 logging every step); ``full without tracking`` (the library's own share); two anchors,
 ``mlflow.keras.MlflowCallback(log_every_n_steps=1)`` and ``keras.callbacks.TensorBoard(
 update_freq="batch")``; and with ``--spe 1,10``, ``full`` and ``none`` at
-``steps_per_execution=10`` too. MLflow writes to a temporary SQLite store.
+``steps_per_execution=10`` too. MLflow writes to a temporary SQLite store, through the helper
+process of :mod:`trainkit.tracking.store_process`; the rows marked ``(store writes in-process)``
+run ``mlflow`` and ``full`` with MLflow's writes in the training process instead, side by side.
+Each round's line says how many of the run's steps reached MLflow.
 
 ``--loop`` measures each callback's own work on the training thread instead, without the
 noise of a shared machine: per configuration, after one epoch of ``--steps`` steps, the
@@ -74,8 +77,9 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from trainkit.context import JobStatus, RunContext  # noqa: E402
+from trainkit.context import JobStatus, RunContext, TracksRun  # noqa: E402
 from trainkit.stack import build_stack  # noqa: E402
+from trainkit.tracking.store_process import ENV_SWITCH  # noqa: E402
 
 REFERENCE_PARAMS = 94_538
 BATCH = 64
@@ -350,7 +354,40 @@ def measure(factory: Factory, run_dir: Path, steps: int, kind: str, spe: int) ->
             mlflow.end_run()
     first, second = timer.marks[0], timer.marks[1]
     wall, hooks, hooks_cpu, cpu = ((b - a) / steps for a, b in zip(first, second, strict=True))
+    LOGGED[run_dir] = steps_in_mlflow(stack)
     return wall, hooks, hooks_cpu, cpu
+
+
+IN_PROCESS = "(store writes in-process)"
+
+
+@contextlib.contextmanager
+def store_process_off(off: bool) -> Any:
+    """MLflow's store written from the job's process (no helper process) while ``off``."""
+    if not off:
+        yield
+        return
+    os.environ[ENV_SWITCH] = "0"
+    try:
+        yield
+    finally:
+        del os.environ[ENV_SWITCH]
+
+
+# run directory -> training steps with a ``loss`` point in MLflow (None: no MLflow logger)
+LOGGED: dict[Path, int | None] = {}
+
+
+def steps_in_mlflow(stack: Any) -> int | None:
+    """How many steps of the run got their ``loss`` into MLflow: the target is that tracking
+    still gets every step, ``steps_per_execution`` or not."""
+    from mlflow import MlflowClient
+
+    tracker = stack.context.find(TracksRun)
+    if tracker is None or tracker.run is None:
+        return None
+    client = MlflowClient(tracker.run.spec.uri)
+    return len({m.step for m in client.get_metric_history(tracker.run.run_id, "loss")})
 
 
 HEADERS = [
@@ -460,6 +497,11 @@ def main(argv: list[str] | None = None) -> int:
     only = {s.strip() for s in args.only.split(",") if s.strip()} or None
     configs = configurations(only)
     runs: list[tuple[str, str, int]] = [(n, n, 1) for n in configs if n != "none"]
+    # MLflow's SQLite writes in the job's own process, as before the helper process: the same
+    # stacks side by side with and without it.
+    for name in ("mlflow", "full"):
+        if name in configs:
+            runs.append((f"{name} {IN_PROCESS}", name, 1))
     for k in (int(v) for v in args.spe.split(",") if v.strip() and int(v) > 1):
         if "full" in configs:
             runs.append((f"full (steps_per_execution={k})", "full", k))
@@ -479,12 +521,18 @@ def main(argv: list[str] | None = None) -> int:
                     got: dict[str, Sample] = {}
                     for j, which in enumerate(order):
                         run_dir = Path(tmp) / f"r{round_}-{i}-{j}"
-                        got[which] = measure(configs[which], run_dir, args.steps, kind, spe)
+                        inline = which != "none" and label.endswith(IN_PROCESS)
+                        with store_process_off(inline):
+                            got[which] = measure(configs[which], run_dir, args.steps, kind, spe)
                     results[label].append((got["none"], got[name]))
                     none_ms, ms = got["none"][0] * 1e3, got[name][0] * 1e3
+                    logged = LOGGED.get(Path(tmp) / f"r{round_}-{i}-{order.index(name)}")
+                    steps_note = (
+                        "" if logged is None else f", MLflow has {logged} of {2 * args.steps} steps"
+                    )
                     print(
                         f"{kind} round {round_ + 1}/{args.rounds} {label}: {ms:.3f} ms/step "
-                        f"beside none {none_ms:.3f}",
+                        f"beside none {none_ms:.3f}{steps_note}",
                         flush=True,
                     )
         rows = []

@@ -765,6 +765,7 @@ class MLflowLogger(TrainkitCallback):
             if self._model_pending:
                 self._save_model_locally()
             writer.close(self.flush_timeout)
+            run.close_helper()  # every point is written or spooled: the helper has no more
             ended = False
             if run.is_open and not writer.down:
                 try:
