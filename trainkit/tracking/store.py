@@ -466,12 +466,18 @@ class TrackedRun:
             if self._helper.alive:
                 return self._helper
             self._helper, self._helper_failed = None, True  # died between two batches
-        if self._helper_failed or points < START_AT_POINTS or not wanted(self.spec.uri):
+        if points < START_AT_POINTS:
             return None
-        try:
-            self._helper = StoreProcess(self.spec.uri)
-        except OSError:
-            self._helper_failed = True
+        return self.start_helper()
+
+    def start_helper(self) -> StoreProcess | None:
+        """Start the helper process now, if this store wants one (a long fit asks at its start,
+        so that the helper's own start-up overlaps the first trace)."""
+        if self._helper is None and not self._helper_failed and wanted(self.spec.uri):
+            try:
+                self._helper = StoreProcess(self.spec.uri)
+            except OSError:
+                self._helper_failed = True
         return self._helper
 
     @property

@@ -14,8 +14,9 @@ child answers each batch with ``("ok",)`` or ``("error", message, mlflow_error_c
 exits when its input closes, so a job killed with SIGKILL leaves no child behind.
 
 :class:`trainkit.tracking.store.TrackedRun` starts it for a store on this machine (``sqlite:``,
-a file path) once a single batch holds :data:`START_AT_POINTS` points: a short job never pays
-the child's start (importing MLflow, about 2 s of CPU). A remote ``mlflow server`` does that
+a file path) when a fit that will log :data:`HELPER_AT_STEPS` steps begins (the child imports
+MLflow, about 2 s of CPU, while the training step traces), or else once a single batch holds
+:data:`START_AT_POINTS` points: a short job never pays for it. A remote ``mlflow server`` does that
 work in its own process already. ``TRAINKIT_MLFLOW_STORE_PROCESS=0`` keeps every write in the
 job's process. If the child dies, the batch in hand fails like a store that
 does not answer (the writer spools it and retries), and the run goes back to writing
@@ -32,8 +33,10 @@ import sys
 from pathlib import Path
 from typing import Any, BinaryIO
 
-# A batch this large (about 0.1 s of the store's CPU here) starts the helper process.
+# A batch this large (about 0.1 s of the store's CPU here) starts the helper process ...
 START_AT_POINTS = 400
+# ... and so does a fit that will log at least this many steps, at its start.
+HELPER_AT_STEPS = 500
 
 Point = tuple[str, float, int, int]  # MLflow key, value, timestamp (ms), step
 
