@@ -83,6 +83,7 @@ from trainkit.tracking.store import (
     run_description,
 )
 from trainkit.tracking.store import unreachable_message as _unreachable
+from trainkit.tracking.store_process import HELPER_AT_STEPS
 from trainkit.tracking.summary import model_summary
 from trainkit.tracking.sweep import (
     OPTIMIZED_METRIC_TAG,
@@ -290,6 +291,9 @@ class MLflowLogger(TrainkitCallback):
         if not self._ensure_started():
             return
         self._queue_params()
+        steps = (self.clock.steps_per_epoch or 0) * int(self.params.get("epochs") or 0)
+        if steps // max(1, self.log_every_n_steps) >= HELPER_AT_STEPS and self.writer is not None:
+            self.writer.submit("h", None)  # a long fit: the helper starts while the step traces
 
     def _queue_params(self) -> None:
         assert self.writer is not None
@@ -765,6 +769,7 @@ class MLflowLogger(TrainkitCallback):
             if self._model_pending:
                 self._save_model_locally()
             writer.close(self.flush_timeout)
+            run.close_helper()  # every point is written or spooled: the helper has no more
             ended = False
             if run.is_open and not writer.down:
                 try:

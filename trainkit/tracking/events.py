@@ -1,13 +1,20 @@
 """A cheap TensorBoard event writer for many scalars at once.
 
 ``tf.summary.scalar`` costs ~0.4 ms a call in eager mode on this class of machine; writing 200
-steps x 3 scalars at every epoch end that way costs more than the rest of the stack. Building
-the protos in Python and handing them to TensorBoard's own ``EventFileWriter`` (which does the
-CRC and the file I/O on its own thread) costs ~30 us an event, one event per step.
+steps x 3 scalars at every epoch end that way costs more than the rest of the stack. Here the
+protos are built in Python (~50 µs an event of 5 scalars) and written by TensorFlow's
+``TFRecordWriter``: an event file is a TFRecord file of ``Event`` protos, and TensorFlow's C++
+writer frames and checksums a record in ~2 µs, where TensorBoard's own ``EventFileWriter``
+computes the CRC32C in pure Python (~106 µs an event, two thirds of what a logged step cost,
+in a thread that holds the GIL the training thread needs). Files are named as TensorBoard's
+writer names them and begin with the same version record.
 """
 
 from __future__ import annotations
 
+import itertools
+import os
+import socket
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -18,9 +25,11 @@ from tensorboard.compat.proto import tensor_pb2, types_pb2
 from tensorboard.compat.proto.event_pb2 import Event
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.plugins.scalar import metadata as scalar_metadata
-from tensorboard.summary.writer.event_file_writer import EventFileWriter
 
 _SCALAR = scalar_metadata.create_summary_metadata(display_name="", description="")
+# TensorBoard's reader sees new events after a flush: at most this many seconds apart.
+FLUSH_SECS = 30.0
+_file_ids = itertools.count()
 
 
 def is_number(value: Any) -> bool:
@@ -33,16 +42,25 @@ class ScalarWriter:
     """Writes ``{tag: value}`` dicts as one event per step, into ``logdir``."""
 
     def __init__(self, logdir: Path, suffix: str = ".trainkit") -> None:
+        import tensorflow as tf
+
         Path(logdir).mkdir(parents=True, exist_ok=True)
-        # A deep queue: the caller (a background thread) seldom waits for the file thread.
-        self._writer = EventFileWriter(
-            str(logdir), max_queue_size=1024, flush_secs=30, filename_suffix=suffix
+        name = (
+            f"events.out.tfevents.{int(time.time()):010d}.{socket.gethostname()}."
+            f"{os.getpid()}.{next(_file_ids)}{suffix}"
         )
+        self.path = Path(logdir) / name
+        self._writer = tf.io.TFRecordWriter(str(self.path))
+        self._writer.write(
+            Event(wall_time=time.time(), file_version="brain.Event:2").SerializeToString()
+        )
+        self._writer.flush()
+        self._flushed = time.monotonic()
 
     def write(self, rows: Iterable[tuple[int, Mapping[str, float]]], prefix: str = "") -> int:
         count = 0
         now = time.time()
-        add = self._writer.add_event
+        add = self._writer.write
         for step, values in rows:
             summary = Summary(
                 value=[
@@ -56,18 +74,26 @@ class ScalarWriter:
                 ]
             )
             if summary.value:
-                add(Event(wall_time=now, step=int(step), summary=summary))
+                add(Event(wall_time=now, step=int(step), summary=summary).SerializeToString())
                 count += 1
+        self._flush_if_due()
         return count
 
     def write_summary(self, summary: Any, step: int = 0) -> None:
         """A ready-made Summary proto; TensorFlow's class is re-read as TensorBoard's own."""
         if not isinstance(summary, Summary):
             summary = Summary.FromString(summary.SerializeToString())
-        self._writer.add_event(Event(wall_time=time.time(), step=step, summary=summary))
+        event = Event(wall_time=time.time(), step=step, summary=summary)
+        self._writer.write(event.SerializeToString())
+        self._flush_if_due()
+
+    def _flush_if_due(self) -> None:
+        if time.monotonic() - self._flushed >= FLUSH_SECS:
+            self.flush()
 
     def flush(self) -> None:
         self._writer.flush()
+        self._flushed = time.monotonic()
 
     def close(self) -> None:
         self._writer.close()

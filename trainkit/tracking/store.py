@@ -27,6 +27,12 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFL
 from trainkit.tracking import sqlite_template
 from trainkit.tracking.files import PARENT_RUN_ID_FILE, RUN_ID_FILE
 from trainkit.tracking.flatten import MAX_TAG_VALUE, metric_key, redact_uri
+from trainkit.tracking.store_process import (
+    START_AT_POINTS,
+    StoreProcess,
+    StoreProcessError,
+    wanted,
+)
 
 log = logging.getLogger("trainkit.tracking")
 # "Creating initial MLflow database tables..." at a new store's first job: not what a user reads.
@@ -197,6 +203,8 @@ class TrackedRun:
         self._lock = threading.Lock()
         self._artifact_dir: Path | None = None
         self._artifact_dir_known = False
+        self._helper: StoreProcess | None = None
+        self._helper_failed = False
 
     @property
     def is_open(self) -> bool:
@@ -404,6 +412,7 @@ class TrackedRun:
             self._monitor = None
 
     def end(self, status: str) -> None:
+        self.close_helper()
         if self._monitor is not None:
             self._monitor.finish()
             self._monitor = None
@@ -432,14 +441,55 @@ class TrackedRun:
     # -- writes --------------------------------------------------------------------------
 
     def log_points(self, points: list[tuple[str, float, int, int]]) -> None:
+        """Write ``(key, value, step, ms)`` points; a large batch to a store on this machine
+        goes through the helper process (:mod:`trainkit.tracking.store_process`)."""
         keys = self._keys
-        metrics = []
+        named = []
         for k, v, s, t in points:
             key = keys.get(k)
             if key is None:
                 key = keys[k] = metric_key(k)
-            metrics.append(Metric(key, v, t, s))
+            named.append((key, v, t, s))
+        helper = self._helper_for(len(named))
+        if helper is not None:
+            try:
+                helper.log_batch(self.run_id, named)
+                return
+            except StoreProcessError:
+                self._helper, self._helper_failed = None, True  # in-process from now on
+                raise
+        metrics = [Metric(key, v, t, s) for key, v, t, s in named]
         self.client.log_batch(self.run_id, metrics=metrics, synchronous=True)
+
+    def _helper_for(self, points: int) -> StoreProcess | None:
+        if self._helper is not None:
+            if self._helper.alive:
+                return self._helper
+            self._helper, self._helper_failed = None, True  # died between two batches
+        if points < START_AT_POINTS:
+            return None
+        return self.start_helper()
+
+    def start_helper(self) -> StoreProcess | None:
+        """Start the helper process now, if this store wants one (a long fit asks at its start,
+        so that the helper's own start-up overlaps the first trace)."""
+        if self._helper is None and not self._helper_failed and wanted(self.spec.uri):
+            try:
+                self._helper = StoreProcess(self.spec.uri)
+            except OSError:
+                self._helper_failed = True
+        return self._helper
+
+    @property
+    def helper(self) -> StoreProcess | None:
+        """The helper process writing this run's metrics, if one runs."""
+        return self._helper
+
+    def close_helper(self) -> None:
+        """Stop the helper process, if one was started (after its last batch)."""
+        helper, self._helper = self._helper, None
+        if helper is not None:
+            helper.close()
 
     def log_params(self, params: dict[str, str]) -> None:
         """Log params; on a resumed run, values that changed become ``resumed.<key>`` tags.

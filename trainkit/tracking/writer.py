@@ -89,8 +89,11 @@ class BackgroundWriter:
                     self.convert(block)
 
     def submit(self, kind: str, payload: Any, extra: Any = None) -> None:
-        """Queue params (``"p"``), tags (``"t"``) or an artifact (``"a"``, path, dir)."""
+        """Queue params (``"p"``), tags (``"t"``), an artifact (``"a"``, path, dir) or the start
+        of the store's helper process (``"h"``, :mod:`trainkit.tracking.store_process`)."""
         self.ops.append((kind, payload, extra))
+        if kind == "h":
+            self._wake.set()  # now, not at the next interval: the helper takes seconds to start
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Write what is queued now; True when nothing is left in memory."""
@@ -179,6 +182,8 @@ class BackgroundWriter:
                     self.run.set_tags(dict(part))
             elif kind == "a":
                 self.run.log_artifact(payload, extra)
+            elif kind == "h":
+                self.run.start_helper()
         except Exception as exc:
             if not is_client_error(exc):
                 raise
