@@ -90,10 +90,6 @@ class StepRows:
         self._original = None
         self.model.train_function = None
 
-    @property
-    def installed(self) -> bool:
-        return self._original is not None
-
     # -- in the graph ---------------------------------------------------------------------------
 
     def _step(self, data: Any) -> Any:

@@ -449,7 +449,7 @@ class TrackedRun:
             key = keys.get(k)
             if key is None:
                 key = keys[k] = metric_key(k)
-            named.append((key, v, t, s))
+            named.append((key, v, s, t))
         helper = self._helper_for(len(named))
         if helper is not None:
             try:
@@ -458,7 +458,7 @@ class TrackedRun:
             except StoreProcessError:
                 self._helper, self._helper_failed = None, True  # in-process from now on
                 raise
-        metrics = [Metric(key, v, t, s) for key, v, t, s in named]
+        metrics = [Metric(key, v, t, s) for key, v, s, t in named]
         self.client.log_batch(self.run_id, metrics=metrics, synchronous=True)
 
     def _helper_for(self, points: int) -> StoreProcess | None:

@@ -33,14 +33,14 @@ import sys
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from trainkit.tracking.spool import Point  # (key, value, step, ms), as everywhere
+
 # The helper's start costs 2-4 s of CPU (it imports MLflow); in-process, the store costs about
 # 0.25 ms of CPU a point. A fit that will log at least this many steps (3,000 points or more,
 # in batches that each hold the GIL for a quarter of a second) starts it at its beginning ...
 HELPER_AT_STEPS = 1000
 # ... and a batch this large (a job logging some 500 points a second) starts it when it comes.
 START_AT_POINTS = 1000
-
-Point = tuple[str, float, int, int]  # MLflow key, value, timestamp (ms), step
 
 
 # Set to 0 to keep every write in the job's process (what benchmarks/callback_overhead.py
@@ -131,7 +131,7 @@ def serve(uri: str, inbox: BinaryIO, outbox: BinaryIO) -> None:
         except (EOFError, OSError):
             return
         try:
-            metrics = [Metric(key, value, ms, step) for key, value, ms, step in points]
+            metrics = [Metric(key, value, ms, step) for key, value, step, ms in points]
             client.log_batch(run_id, metrics=metrics, synchronous=True)
             reply: tuple[Any, ...] = ("ok",)
         except MlflowException as exc:
