@@ -10,29 +10,33 @@ import pytest
 
 from callbacks.early_stopping import EarlyStopping
 from tests.callbacks.cb_testing import (
+    ModelPool,
     Recorder,
     Script,
     assert_weights_equal,
-    make_model,
+    batches,
     regression_data,
 )
 
 NAN = math.nan
 
+# The subject is the callback, not the model or the input: one model per set of options, reset
+# before each fit (ModelPool), and 16 samples as a dataset of 2 batches of 8.
+MODELS = ModelPool()
+DATA = batches(*regression_data(16))
+
 
 def run(values, epochs=None, **options):
     """Fit with ``val_loss``/``val_acc`` scripted before the early stopping, recorded after."""
-    x, y = regression_data(16)
-    model = make_model()
+    model = MODELS.get()
     monitor = options.pop("monitor", "val_loss")
     stopper = EarlyStopping(monitor=monitor, verbose=0, **options)
     recorder = Recorder(weights=True)
     epochs = epochs or len(values)
     history = model.fit(
-        x,
-        y,
-        batch_size=8,
+        DATA,
         epochs=epochs,
+        shuffle=False,
         verbose=0,
         callbacks=[Script(monitor, values), stopper, recorder],
     )
@@ -104,16 +108,14 @@ def test_best_weights_are_a_snapshot_read_as_numpy_with_the_best_epochs_values()
         def on_epoch_end(self, epoch, logs=None):
             held.append(stopper.__dict__["_best_snapshot"] is not None)
 
-    x, y = regression_data(16)
-    model = make_model()
+    model = MODELS.get()
     stopper = EarlyStopping(patience=5, restore_best_weights=True)
     recorder = Recorder(weights=True)
     values = [1.0, 0.5, 0.9, 0.95]  # best at epoch 1, then two epochs of training
     model.fit(
-        x,
-        y,
-        batch_size=8,
+        DATA,
         epochs=4,
+        shuffle=False,
         verbose=0,
         callbacks=[Script("val_loss", values), stopper, recorder, Peek()],
     )
@@ -129,18 +131,19 @@ def test_best_weights_are_a_snapshot_read_as_numpy_with_the_best_epochs_values()
 
 
 def test_instance_is_reusable_state_resets():
-    x, y = regression_data(16)
     stopper = EarlyStopping(patience=1, verbose=0)
-    make_model().fit(x, y, epochs=3, verbose=0, callbacks=[Script("val_loss", [1, 2, 3]), stopper])
+    fit = {"epochs": 3, "shuffle": False, "verbose": 0}
+    MODELS.get().fit(DATA, callbacks=[Script("val_loss", [1, 2, 3]), stopper], **fit)
     assert stopper.stop_reason == "patience"
-    make_model().fit(x, y, epochs=3, verbose=0, callbacks=[Script("val_loss", [3, 2, 1]), stopper])
+    MODELS.get().fit(DATA, callbacks=[Script("val_loss", [3, 2, 1]), stopper], **fit)
     assert (stopper.stop_reason, stopper.stopped_epoch, stopper.best_epoch) == (None, 0, 2)
 
 
 def test_prints_one_line_when_it_stops(capsys):
-    x, y = regression_data(16)
     stopper = EarlyStopping(patience=1, verbose=1)
-    make_model().fit(x, y, epochs=3, verbose=0, callbacks=[Script("val_loss", [1, 2, 3]), stopper])
+    MODELS.get().fit(
+        DATA, epochs=3, shuffle=False, verbose=0, callbacks=[Script("val_loss", [1, 2, 3]), stopper]
+    )
     lines = [line for line in capsys.readouterr().out.splitlines() if "EarlyStopping" in line]
     assert len(lines) == 1 and "epoch 2 (patience" in lines[0]
 
@@ -148,11 +151,22 @@ def test_prints_one_line_when_it_stops(capsys):
 # -- side by side with keras.callbacks.EarlyStopping ------------------------------------------
 
 
-def keras_docs_fit(callback):
-    """The example of Keras's EarlyStopping docstring."""
-    keras.utils.set_random_seed(0)
+def keras_docs_model(seed: int = 0) -> keras.Model:
+    """The model of Keras's EarlyStopping docstring, built on its input shape as ``fit`` would
+    build it (for ModelPool, which builds the optimizer before the first fit)."""
+    keras.utils.set_random_seed(seed)
     model = keras.Sequential([keras.layers.Dense(10)])
     model.compile(keras.optimizers.SGD(), loss="mse")
+    model.build((None, 20))
+    return model
+
+
+DOCS_MODELS = ModelPool(keras_docs_model)
+
+
+def keras_docs_fit(callback):
+    """The example of Keras's EarlyStopping docstring (its arrays, shuffled, batches of 1)."""
+    model = DOCS_MODELS.get()
     history = model.fit(
         np.arange(100).reshape(5, 20),
         np.zeros(5),
@@ -186,14 +200,12 @@ def test_keras_docs_example_runs_four_epochs_as_with_keras():
 def side_by_side(values, options, metric=None, monitor="val_loss"):
     results = []
     for cls in (EarlyStopping, keras.callbacks.EarlyStopping):
-        x, y = regression_data(16)
-        model = make_model(seed=0)
+        model = MODELS.get(seed=0)
         callback = cls(monitor=monitor, **options)
         history = model.fit(
-            x,
-            y,
-            batch_size=8,
+            DATA,
             epochs=len(values),
+            shuffle=False,
             verbose=0,
             callbacks=[Script(monitor, values), callback],
         )
@@ -229,13 +241,21 @@ def test_keras_options_stop_and_restore_as_keras(values, options):
     assert (ours.stopped_epoch > 0) == (theirs.stopped_epoch > 0)
 
 
-def f1_fit(callback, average):
-    keras.utils.set_random_seed(0)
-    x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
-    y = keras.utils.to_categorical((x[:, 0] > 0).astype(int), 2)
+def f1_model(average: str | None, seed: int = 0) -> keras.Model:
+    keras.utils.set_random_seed(seed)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
     model.compile("sgd", "categorical_crossentropy", metrics=[keras.metrics.F1Score(average)])
-    model.fit(x, y, epochs=4, batch_size=16, verbose=0, callbacks=[callback])
+    return model
+
+
+F1_MODELS = ModelPool(f1_model)
+F1_X = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
+F1_DATA = batches(F1_X, keras.utils.to_categorical((F1_X[:, 0] > 0).astype(int), 2), 16)
+
+
+def f1_fit(callback, average):
+    model = F1_MODELS.get(average=average)
+    model.fit(F1_DATA, epochs=4, shuffle=False, verbose=0, callbacks=[callback])
     return model
 
 
