@@ -6,27 +6,37 @@ import keras
 import numpy as np
 
 from callbacks.checkpoint import Checkpoint
-from tests.callbacks.cb_testing import Recorder, Script, make_model, regression_data
+from tests.callbacks.cb_testing import (
+    ModelPool,
+    Recorder,
+    Script,
+    batches,
+    make_model,
+    regression_data,
+)
 from trainkit.context import RunContext
 
 VAL_LOSS = [0.5, 0.3, 0.4, 0.2]  # ranking: epoch 4, 2, 3, 1 (1-based)
 
+# The subject is the files, not the model: one model per set of options, reset before each
+# fit; the data as a dataset of batches of 8, in order.
+MODELS = ModelPool()
+FIT = {"shuffle": False, "verbose": 0}
+
 
 def test_top_k_last_and_step_files_load_back_to_the_same_predictions(tmp_path):
     x, y = regression_data(32)  # 4 steps an epoch, 16 in all
-    model = make_model(optimizer="adam")
+    model = MODELS.get(optimizer="adam")
     checkpoint = Checkpoint(
         save_top_k=2, every_n_steps=3, keep_step_checkpoints=2, save_optimizer=True
     )
     checkpoint.set_context(RunContext(run_dir=tmp_path))
     recorder = Recorder(weights=True)
     model.fit(
-        x,
-        y,
-        batch_size=8,
+        batches(x, y),
         epochs=4,
-        verbose=0,
         callbacks=[Script("val_loss", VAL_LOSS), checkpoint, recorder],
+        **FIT,
     )
     folder = tmp_path / "checkpoints"
     names = sorted(p.name for p in folder.iterdir())
@@ -43,7 +53,7 @@ def test_top_k_last_and_step_files_load_back_to_the_same_predictions(tmp_path):
     assert set(checkpoint.best_k_models.values()) == {0.2, 0.3}
     assert checkpoint.last_model_path == str(folder / "last.keras")
 
-    reference = make_model()
+    reference = MODELS.get()
     for name, epoch in [
         ("epoch=002-val_loss=0.3000.keras", 1),
         ("epoch=004-val_loss=0.2000.keras", 3),
@@ -62,13 +72,11 @@ def test_top_k_last_and_step_files_load_back_to_the_same_predictions(tmp_path):
 
 
 def test_max_mode_and_top_k_of_all(tmp_path):
-    x, y = regression_data(16)
+    data = batches(*regression_data(16))
     checkpoint = Checkpoint(monitor="val_accuracy", save_top_k=-1, save_last=False)
     checkpoint.set_context(RunContext(run_dir=tmp_path))
     scores = [0.5, 0.7, 0.6]
-    make_model().fit(
-        x, y, epochs=3, verbose=0, callbacks=[Script("val_accuracy", scores), checkpoint]
-    )
+    MODELS.get().fit(data, epochs=3, callbacks=[Script("val_accuracy", scores), checkpoint], **FIT)
     assert len(list((tmp_path / "checkpoints").glob("epoch=*.keras"))) == 3
     assert checkpoint.best_model_path.endswith("epoch=002-val_accuracy=0.7000.keras")
     assert not (tmp_path / "checkpoints" / "last.keras").exists()
@@ -78,13 +86,13 @@ def test_val_mae_keeps_the_lowest_as_the_job_does(tmp_path):
     """One direction rule: the checkpoint's best is the value the job hands a sweeper."""
     from trainkit.job import monitored_value
 
-    x, y = regression_data(16)
+    data = batches(*regression_data(16))
     checkpoint = Checkpoint(monitor="val_mae", save_top_k=1, save_last=False)
     checkpoint.set_context(RunContext(run_dir=tmp_path))
     scores = [0.5, 0.2, 0.4]
-    model = make_model()
+    model = MODELS.get()
     history = model.fit(
-        x, y, epochs=3, verbose=0, callbacks=[Script("val_mae", scores), checkpoint]
+        data, epochs=3, callbacks=[Script("val_mae", scores), checkpoint], **FIT
     ).history
     assert checkpoint.best_model_score == 0.2
     assert monitored_value(history, {}, "val_mae", model) == 0.2
@@ -123,14 +131,12 @@ def test_background_saves_hold_the_weights_of_the_step_they_were_due(tmp_path, m
     checkpoint = Checkpoint(save_top_k=2, every_n_steps=4)
     checkpoint.set_context(RunContext(run_dir=tmp_path))
     recorder = Recorder(weights=True)
-    model = make_model(optimizer="adam")
+    model = MODELS.get(optimizer="adam")
     model.fit(
-        x,
-        y,
-        batch_size=8,
+        batches(x, y),
         epochs=4,
-        verbose=0,
         callbacks=[Script("val_loss", VAL_LOSS), checkpoint, recorder],
+        **FIT,
     )
     assert writers and set(writers) == {"trainkit-checkpoint"}
     folder = tmp_path / "checkpoints"
@@ -141,7 +147,7 @@ def test_background_saves_hold_the_weights_of_the_step_they_were_due(tmp_path, m
         **{f"step={4 * (epoch + 1):08d}.keras": epoch for epoch in range(4)},
     }
     assert sorted(p.name for p in folder.iterdir()) == sorted(files)
-    reference = make_model()
+    reference = MODELS.get()
     for name, epoch in files.items():
         loaded = keras.models.load_model(folder / name)
         reference.set_weights(recorder.epoch_weights[epoch])
