@@ -65,12 +65,14 @@ class ModelPool:
     its metrics and of its optimizer (iterations, learning rate, slots; the optimizer is built
     on the trainable variables first, as ``fit`` does), the layers' ``trainable`` flags,
     ``stop_training`` and the initial epoch a ``BackupAndRestore`` sets; then the random seed
-    is set again. Not for tests whose subject is graph mode, ``steps_per_execution`` or the
-    model's lifecycle: those build their own."""
+    is set again, and ``train_function`` is the pool's own again (a callback may have rebuilt
+    it for other trainable flags, or swapped it for steps that skip). Not for tests whose
+    subject is graph mode, ``steps_per_execution`` or the model's lifecycle: those build their
+    own."""
 
     def __init__(self, build: Callable[..., keras.Model] | None = None) -> None:
         self.build = build or make_model
-        self.models: dict[tuple, tuple[keras.Model, list, list[bool]]] = {}
+        self.models: dict[tuple, tuple[keras.Model, list, list[bool], Any]] = {}
 
     def get(self, **options: Any) -> keras.Model:
         if FRESH_MODELS:
@@ -81,12 +83,17 @@ class ModelPool:
             model.optimizer.build(model.trainable_variables)
             variables = model.variables + model.metrics_variables + model.optimizer.variables
             values = [(v, keras.ops.convert_to_numpy(v.value)) for v in variables]
-            self.models[key] = (model, values, [layer.trainable for layer in model.layers])
-        model, values, trainable = self.models[key]
+            trainable = [layer.trainable for layer in model.layers]
+            # Made (not traced) now, with the initial trainable flags, as fit would make it;
+            # traced by the first fit and kept.
+            model.make_train_function()
+            self.models[key] = (model, values, trainable, model.train_function)
+        model, values, trainable, train_function = self.models[key]
         for layer, flag in zip(model.layers, trainable, strict=True):
             layer.trainable = flag
         for variable, value in values:
             variable.assign(value)
+        model.train_function = train_function
         model.stop_training = False
         model._initial_epoch = None
         keras.utils.set_random_seed(options.get("seed", 0))

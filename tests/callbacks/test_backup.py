@@ -13,10 +13,12 @@ from callbacks.early_stopping import EarlyStopping
 from callbacks.lr_schedule import LRSchedule
 from tests.callbacks.cb_testing import (
     Interrupted,
+    ModelPool,
     RaiseAt,
     Recorder,
     Script,
     assert_weights_equal,
+    batches,
     make_model,
     regression_data,
     weights_differ,
@@ -25,14 +27,21 @@ from trainkit.context import RunContext
 from trainkit.stack import build_stack
 
 STEPS = 4  # 32 samples, batch 8
+DATA = batches(*regression_data(32))
+# A job process has a new model; here one per seed, reset before each fit (what a backup
+# restores, weights and optimizer, is all put back first), and a fresh one under
+# steps_per_execution.
+MODELS = ModelPool()
 
 
 def job(run_dir, callbacks, seed, epochs=4, steps_per_execution=1):
-    """What the job does: context with the callback list, then fit."""
-    x, y = regression_data(32)
-    model = make_model(optimizer="adam", seed=seed, steps_per_execution=steps_per_execution)
+    """What the job does: context with the callback list, then fit (on a dataset, as the job)."""
+    if steps_per_execution == 1:
+        model = MODELS.get(optimizer="adam", seed=seed)
+    else:
+        model = make_model(optimizer="adam", seed=seed, steps_per_execution=steps_per_execution)
     stack = build_stack(callbacks, RunContext(run_dir=run_dir), model)
-    model.fit(x, y, batch_size=8, epochs=epochs, callbacks=stack.for_fit(epochs, STEPS))
+    model.fit(DATA, epochs=epochs, shuffle=False, callbacks=stack.for_fit(epochs, STEPS))
     return model
 
 
