@@ -10,7 +10,14 @@ import pytest
 
 from callbacks.lr_schedule import LRSchedule
 from callbacks.reduce_lr_on_plateau import ReduceLROnPlateau
-from tests.callbacks.cb_testing import Recorder, Script, make_model, regression_data
+from tests.callbacks.cb_testing import (
+    ModelPool,
+    Recorder,
+    Script,
+    batches,
+    make_model,
+    regression_data,
+)
 
 EPOCHS, STEPS = 3, 4  # 32 samples, batch 8
 TOTAL = EPOCHS * STEPS
@@ -60,10 +67,18 @@ CASES = {
 }
 
 
+# One model per initial rate, reset before each fit (the rate variable included); fresh ones
+# under steps_per_execution. The data as a dataset of 4 batches of 8.
+MODELS = ModelPool()
+DATA = batches(*regression_data(32))
+
+
 def fit(callbacks, steps_per_execution=1, epochs=EPOCHS, lr=0.5):
-    x, y = regression_data(32)
-    model = make_model(lr=lr, steps_per_execution=steps_per_execution)
-    history = model.fit(x, y, batch_size=8, epochs=epochs, verbose=0, callbacks=callbacks)
+    if steps_per_execution == 1:
+        model = MODELS.get(lr=lr)
+    else:
+        model = make_model(lr=lr, steps_per_execution=steps_per_execution)
+    history = model.fit(DATA, epochs=epochs, shuffle=False, verbose=0, callbacks=callbacks)
     return model, history
 
 
@@ -125,7 +140,7 @@ def test_a_rate_change_by_another_callback_becomes_a_factor_on_the_schedule():
 
 def test_schedule_objects_are_refused():
     x, y = regression_data(16)
-    model = make_model()
+    model = make_model()  # fresh: compiled again below
     model.compile(keras.optimizers.SGD(keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.9)))
     with pytest.raises(TypeError, match="plain learning rate"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[LRSchedule("constant")])
