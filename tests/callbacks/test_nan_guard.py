@@ -6,7 +6,16 @@ import keras
 import numpy as np
 
 from callbacks.nan_guard import NanGuard
-from tests.callbacks.cb_testing import Recorder, assert_weights_equal, make_model, regression_data
+from tests.callbacks.cb_testing import (
+    ModelPool,
+    Recorder,
+    assert_weights_equal,
+    batches,
+    regression_data,
+)
+
+# One model for both tests, reset before each fit (the NaN weights and Adam slots included).
+MODELS = ModelPool()
 
 
 def poisoned_data(bad_batch: int, batch_size: int = 4, n: int = 32):
@@ -18,12 +27,12 @@ def poisoned_data(bad_batch: int, batch_size: int = 4, n: int = 32):
 
 def test_stops_at_the_bad_batch_and_restores_the_last_snapshot():
     x, y = poisoned_data(bad_batch=5)  # 8 batches of 4
-    model = make_model(optimizer="adam")
+    model = MODELS.get(optimizer="adam")
     before = Recorder(batch_weights=True)  # sees the weights before the guard restores them
     guard = NanGuard(snapshot_every_n_batches=2, verbose=0)
     after = Recorder()
     history = model.fit(
-        x, y, batch_size=4, epochs=3, shuffle=False, verbose=0, callbacks=[before, guard, after]
+        batches(x, y, 4), epochs=3, shuffle=False, verbose=0, callbacks=[before, guard, after]
     )
     assert (guard.stop_reason, guard.stopped_epoch, guard.stopped_batch) == ("non_finite", 0, 5)
     assert np.isnan(guard.bad_value)
@@ -40,8 +49,7 @@ def test_stops_at_the_bad_batch_and_restores_the_last_snapshot():
 
 
 def test_default_snapshot_is_the_last_finite_epoch():
-    x, y = regression_data(32)
-    model = make_model(optimizer="adam")
+    model = MODELS.get(optimizer="adam")
     recorder = Recorder(weights=True)
     guard = NanGuard(verbose=0)
 
@@ -54,10 +62,9 @@ def test_default_snapshot_is_the_last_finite_epoch():
                 self.model.set_weights(weights)
 
     history = model.fit(
-        x,
-        y,
-        batch_size=8,
+        batches(*regression_data(32)),
         epochs=3,
+        shuffle=False,
         verbose=0,
         callbacks=[recorder, PoisonSecondEpoch(), guard],
     )
