@@ -10,7 +10,23 @@ import pytest
 
 from callbacks.base import TrainkitCallback
 from callbacks.hook_logger import ALL_HOOKS, HookLogger
+from tests.callbacks.cb_testing import ModelPool
 from trainkit.context import RunContext
+
+POOLS: dict[str, ModelPool] = {}
+
+
+@pytest.fixture
+def reused_tiny_model(tiny_model):
+    """``tiny_model()``'s model, built once for this module and reset before each test
+    (ModelPool), for the tests of what the logger writes; the tests of the hook sequence itself
+    build fresh models."""
+
+    def build(seed=0):
+        keras.utils.set_random_seed(seed)
+        return tiny_model()
+
+    return POOLS.setdefault("tiny", ModelPool(build)).get
 
 
 def read_events(path):
@@ -92,26 +108,26 @@ def test_exact_hook_sequence_fit_evaluate_predict(
     assert all(e["dt"] >= 0 for e in events)
 
 
-def test_hook_filter_and_every_n(tmp_path, tiny_model, tiny_data):
+def test_hook_filter_and_every_n(tmp_path, reused_tiny_model, tiny_data):
     x, y = tiny_data(80)  # 10 batches of 8
     logger = HookLogger(
         hooks=["on_train_batch_end", "on_epoch_end"], every_n_batches=4, path="sub/ev.jsonl"
     )
     logger.set_context(RunContext(run_dir=tmp_path))
-    tiny_model().fit(x, y, batch_size=8, epochs=1, callbacks=[logger], verbose=0)
+    reused_tiny_model().fit(x, y, batch_size=8, epochs=1, callbacks=[logger], verbose=0)
     logger.close()
     events = read_events(tmp_path / "sub" / "ev.jsonl")
     assert [e["hook"] for e in events] == ["on_train_batch_end"] * 3 + ["on_epoch_end"]
     assert [e["batch"] for e in events[:3]] == [0, 4, 8]
 
 
-def test_memory_stays_flat_file_grows(tmp_path, tiny_model, tiny_data):
+def test_memory_stays_flat_file_grows(tmp_path, reused_tiny_model, tiny_data):
     """Nothing accumulates in the callback: only the file grows with the number of steps."""
     x, y = tiny_data(64)
     logger = HookLogger()
     logger.set_context(RunContext(run_dir=tmp_path))
     before = dict(vars(logger))
-    tiny_model().fit(x, y, batch_size=2, epochs=2, callbacks=[logger], verbose=0)
+    reused_tiny_model().fit(x, y, batch_size=2, epochs=2, callbacks=[logger], verbose=0)
     logger.close()
     grown = [k for k, v in vars(logger).items() if isinstance(v, list | dict) and len(v) > 64]
     assert grown == []
@@ -124,22 +140,26 @@ def test_unknown_hook_rejected():
         HookLogger(hooks=["on_batch_whatever"])
 
 
-def test_is_a_trainkit_callback_without_context(tmp_path, monkeypatch, tiny_model, tiny_data):
+def test_is_a_trainkit_callback_without_context(
+    tmp_path, monkeypatch, reused_tiny_model, tiny_data
+):
     monkeypatch.chdir(tmp_path)
     logger = HookLogger(hooks=["on_train_end"])
     assert isinstance(logger, TrainkitCallback)
     x, y = tiny_data(8)
-    tiny_model().fit(x, y, epochs=1, callbacks=[logger], verbose=0)
+    reused_tiny_model().fit(x, y, epochs=1, callbacks=[logger], verbose=0)
     logger.close()
     assert read_events(tmp_path / "trainkit_run" / "events.jsonl")[0]["hook"] == "on_train_end"
 
 
-def test_rotation_bounds_the_files_and_keeps_every_line_in_order(tmp_path, tiny_model, tiny_data):
+def test_rotation_bounds_the_files_and_keeps_every_line_in_order(
+    tmp_path, reused_tiny_model, tiny_data
+):
     """With max_bytes the log rotates to events.jsonl.1 .. .keep: bounded, nothing reordered."""
     x, y = tiny_data(64)
     logger = HookLogger(max_bytes=4000, keep=2, block_size=16)
     logger.set_context(RunContext(run_dir=tmp_path))
-    tiny_model().fit(x, y, batch_size=2, epochs=2, callbacks=[logger], verbose=0)
+    reused_tiny_model().fit(x, y, batch_size=2, epochs=2, callbacks=[logger], verbose=0)
     logger.close()
     files = sorted(tmp_path.glob("events.jsonl*"))
     assert [f.name for f in files] == ["events.jsonl", "events.jsonl.1", "events.jsonl.2"]
@@ -154,7 +174,7 @@ def test_rotation_bounds_the_files_and_keeps_every_line_in_order(tmp_path, tiny_
     assert ends == list(range(32 - len(ends), 32))  # the last ones, none missing
 
 
-def test_a_block_is_written_by_the_thread_at_epoch_end(tmp_path, tiny_model, tiny_data):
+def test_a_block_is_written_by_the_thread_at_epoch_end(tmp_path, reused_tiny_model, tiny_data):
     """The file holds an epoch's lines once that epoch has ended (written off the training
     thread), and everything once fit has returned."""
     seen = []
@@ -167,7 +187,7 @@ def test_a_block_is_written_by_the_thread_at_epoch_end(tmp_path, tiny_model, tin
     x, y = tiny_data(16)
     logger = HookLogger()
     logger.set_context(RunContext(run_dir=tmp_path))
-    tiny_model().fit(x, y, batch_size=2, epochs=2, callbacks=[logger, Reader()], verbose=0)
+    reused_tiny_model().fit(x, y, batch_size=2, epochs=2, callbacks=[logger, Reader()], verbose=0)
     # set_model, set_params, on_train_begin, then per epoch: begin + 8 x 2 batch hooks + end
     assert seen == [3 + 18, 3 + 36]
     assert len((tmp_path / "events.jsonl").read_text().splitlines()) == 3 + 36 + 1
