@@ -449,20 +449,12 @@ CASES: dict[str, Case] = {
         "benchmark-overhead",
         append=("--rounds", "1", "--steps", "3", "--only", "timing", "--spe", "1"),
     ),
-    f"{MLFLOW_UI} --port 5001": Case("mlflow-ui-port", kind="serve", lane="base", path="/health"),
     "python -m trainkit.tracking.replay outputs/<date>/<time>": Case(
         "replay-outputs",
         lane="base",
         fill=(("<date>/<time>", "spooled_rel"),),
         append=(),
         check=_check_replay,
-    ),
-    "tensorboard --logdir multirun/2030-01-01/12-00-00": Case(
-        "tensorboard-sweep",
-        kind="serve",
-        lane="base",
-        fill=(("2030-01-01/12-00-00", "sweep_rel"),),
-        path="/data/runs",
     ),
     "tensorboard --logdir multirun/<date>/<time>": Case(
         "tensorboard-sweep-placeholder",
