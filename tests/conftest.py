@@ -114,3 +114,33 @@ def _float32_policy() -> Iterator[None]:
     keras = sys.modules.get("keras")
     if keras is not None:
         keras.mixed_precision.set_global_policy("float32")
+
+
+# The costliest files first, so that the last file a worker starts is a short one: each file
+# runs on one worker (--dist loadfile) and pytest-xdist's own order (most tests first) started
+# the multi-worker and sweep files, ~100 s each, among the last. Worker-seconds measured on
+# 2026-11-28 (tests/run_suite.py with TRAINKIT_SUITE_REPORTS); the other files keep their order.
+LONGEST_FIRST = (
+    "tests/test_docs_commands.py",  # 309
+    "tests/models/test_training.py",  # 142
+    "tests/models/test_weights.py",  # 124
+    "tests/distribute/test_multi_worker.py",  # 105
+    "tests/distribute/test_sweeps.py",  # 97
+    "tests/browser/test_ui.py",  # 75
+    "tests/test_errors.py",  # 37 slow, 69 fast
+    "tests/test_job_flows.py",  # 69
+    "tests/tracking/test_mlflow_logger.py",  # 62 slow, 31 fast
+    "tests/callbacks/test_early_stopping.py",  # 61
+    "tests/test_signals.py",  # 54
+    "tests/test_resume.py",  # 51
+    "tests/models/test_every_model_job.py",  # 51
+    "tests/models/test_inception_v1.py",  # 30 slow, 40 fast
+    "tests/test_cli.py",  # 44
+    "tests/tracking/test_auth_and_system_metrics.py",  # 41
+    "tests/test_config.py",  # 33
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {path: i for i, path in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))

@@ -41,7 +41,8 @@ from tests.preloaded import shared_server  # noqa: E402  (standard library only)
 
 # One pytest worker per core (two here), each test file kept on one worker: a file's module
 # fixtures (a finished run that ten tests read) are made once.
-PARALLEL = ("--numprocesses=auto", "--maxprocesses=4", "--dist=loadfile")
+# Files in tests/conftest.py's LONGEST_FIRST order, not pytest-xdist's (most tests first).
+PARALLEL = ("--numprocesses=auto", "--maxprocesses=4", "--dist=loadfile", "--no-loadscope-reorder")
 PARTS = (
     ("fast subset", "not slow and not server", 180),
     ("slow and server tests", "slow or server", None),  # None: the rest of WHOLE_BUDGET

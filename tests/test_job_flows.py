@@ -144,12 +144,6 @@ def test_lr_find_overlay_writes_its_suggestion(tmp_path):
     assert (tmp_path / "run" / "lr_finder.png").stat().st_size > 0
 
 
-def test_debug_fast_runs_three_steps(tmp_path):
-    run(tmp_path, ["debug=fast", "callbacks=minimal"])
-    client, found = only_run(tmp_path, "debug")
-    assert [s for s, _ in history(client, found.info.run_id, "loss")] == [1, 2, 3]
-
-
 def closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
