@@ -130,7 +130,6 @@ LONGEST_FIRST = (
     "tests/test_errors.py",  # 37 slow, 69 fast
     "tests/test_job_flows.py",  # 69
     "tests/tracking/test_mlflow_logger.py",  # 62 slow, 31 fast
-    "tests/callbacks/test_early_stopping.py",  # 61
     "tests/test_signals.py",  # 54
     "tests/test_resume.py",  # 51
     "tests/models/test_every_model_job.py",  # 51
