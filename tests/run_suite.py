@@ -77,6 +77,17 @@ def counts(junit: Path) -> tuple[int, int, int]:
     return total - failed - skipped, failed, skipped
 
 
+def cpu_speed() -> str:
+    """This machine's speed now: the CPU time of a fixed pure-Python loop (0.09-0.11 s on
+    2026-11-28 at 09:40 UTC, when a 30 M-addition loop at module level took 6.2-7.6 s of CPU;
+    that loop took 3.9-4.4 s two hours earlier). The budgets' figures mean little without it."""
+    start = time.process_time()
+    total = 0
+    for i in range(1_000_000):
+        total += i
+    return f"a 1 M-addition Python loop took {time.process_time() - start:.2f} s of CPU"
+
+
 def first_run() -> bool:
     """True when TensorFlow's modules have no ``.pyc`` yet (a fresh install)."""
     spec = importlib.util.find_spec("tensorflow")
@@ -121,6 +132,7 @@ def main(argv: list[str]) -> int:
     times = []
     passed = failed = skipped = 0
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)  # see the module's docstring
+    print(f"=== machine speed at the start: {cpu_speed()}", flush=True)
     if first_run():
         byte_compile()
     with tempfile.TemporaryDirectory(prefix="trainkit-suite-") as tmp, shared_server(tmp):
@@ -162,6 +174,7 @@ def main(argv: list[str]) -> int:
             )
             p, f, k = counts(junit)
             passed, failed, skipped = passed + p, failed + f, skipped + k
+    print(f"=== machine speed at the end: {cpu_speed()}", flush=True)
     print(f"=== whole suite: {sum(times):.0f} s of tests", flush=True)
     whole = ci_elapsed()
     if whole is not None:
