@@ -20,9 +20,13 @@ def main(cfg: DictConfig) -> float | None:
 if __name__ == "__main__":
     # Config errors (an unknown option, a bad override, a wrong type) as one line, exit 2.
     import sys
+    from pathlib import Path
 
     from trainkit.config.callbacks import exit_on_callback_override_error
+    from trainkit.config.hydra_mode import compose_once
     from trainkit.errors import run_reporting_errors
+
+    compose_once(Path(__file__).resolve().parent / "conf")  # not twice (hydra#3440)
 
     # A misspelt callback option, or one of a callback the stack lacks: its own one line.
     exit_on_callback_override_error(sys.argv[1:])

@@ -145,3 +145,48 @@ def test_a_config_missing_from_a_defaults_list_is_not_called_a_run_directory_err
     message = hydra_error(caught.value, [])
     assert message.startswith("In 'config': Could not load 'missing/thing'. (a config that")
     assert "run directory" not in message and "\n" not in message
+
+
+PLAIN = ["model=vgg16", "trainer.epochs=2", "hydra.run.dir=/tmp/x", "+experiment=finetune"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "composes", "mode"),
+    [
+        ([], False, None),
+        (PLAIN, False, None),
+        (["debug=fast", "callbacks=full", "~callbacks.early_stopping"], False, None),
+        (["hparams_search=lr"], True, "MULTIRUN"),  # conf/hparams_search/lr.yaml sets it
+        (["experiment=compare"], True, "MULTIRUN"),
+        (["hydra.mode=MULTIRUN"], True, "MULTIRUN"),
+        (["hydra/launcher=joblib"], True, None),  # Hydra's own groups: asked, to be safe
+    ],
+)
+def test_run_py_composes_the_config_once_unless_a_chosen_config_sets_hydra_mode(
+    overrides, composes, mode
+):
+    """run.py's get_mode (trainkit.config.hydra_mode, hydra#3440) answers what Hydra's own
+    answers, composing only where a config the overrides choose may set hydra.mode."""
+    from hydra._internal.hydra import Hydra
+    from hydra._internal.utils import create_config_search_path
+    from hydra.core.global_hydra import GlobalHydra
+
+    from trainkit.config.hydra_mode import compose_once
+    from trainkit.config.schema import register
+
+    register()
+    original = Hydra.get_mode
+    GlobalHydra.instance().clear()
+    hydra = Hydra.create_main_hydra2("run", create_config_search_path(str(CONF)))
+    try:
+        expected = original(hydra, config_name="config", overrides=list(overrides))
+        compose_once(CONF)
+        calls = []
+        compose = hydra.compose_config
+        hydra.compose_config = lambda *a, **k: calls.append(1) or compose(*a, **k)
+        assert hydra.get_mode(config_name="config", overrides=list(overrides)) == expected
+        assert bool(calls) == composes
+        assert (expected and expected.name) == mode
+    finally:
+        Hydra.get_mode = original
+        GlobalHydra.instance().clear()
