@@ -26,6 +26,10 @@ from hydra.core.global_hydra import GlobalHydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from omegaconf import DictConfig, open_dict  # noqa: E402
 
+from trainkit.deferred_imports import defer_unused_imports  # noqa: E402
+
+defer_unused_imports()  # as run.py does: Keras's unused imports wait for their first use
+
 # Keras (TensorFlow, 8 s) is imported by the fixtures that use it, not here: pytest-xdist's
 # controller process loads this file too, and runs no test.
 if TYPE_CHECKING:

@@ -102,7 +102,12 @@ def quiet_tensorflow() -> None:
     with the process's stderr (file descriptor 2, where C++ writes) passing through a filter
     that drops absl's preamble and info/warning lines; anything else written meanwhile (Python
     warnings, errors) goes through. Does nothing once TensorFlow is imported: call it first.
+    Keras's imports that a job does not use are deferred to their first use
+    (:mod:`trainkit.deferred_imports`).
     """
+    from trainkit.deferred_imports import defer_unused_imports
+
+    defer_unused_imports()
     if tf_logs_wanted():
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0")
         return
