@@ -16,7 +16,8 @@ the process. The split is of that one process, in the job's order:
 * TensorFlow + Keras import (``trainkit.runtime.quiet_tensorflow``);
 * callback imports: the import of every callback's module (MLflow's among them);
 * seed, precision, strategy; data; model build; compile; callbacks (instantiated, stacked);
-* fit start: Keras's set-up and every callback's ``on_train_begin`` (the MLflow run opens);
+* fit start: Keras's set-up and every callback's ``on_train_begin`` (a resumed MLflow run opens
+  here; a new one opens on the MLflow writer thread after the first step);
 * trace + first step: from the first ``on_train_batch_begin`` to its ``on_train_batch_end``.
 
 The MLflow store is created by the first round (a new SQLite file: MLflow creates its tables)

@@ -12,7 +12,10 @@ Where things go:
 
 * the run: experiment ``ctx.tracking.experiment``; its id is kept in ``<run_dir>/mlflow_run_id``
   and a restarted job resumes it, continuing from the last logged step. In a Hydra multirun each
-  job is a child of one parent run per sweep (tag ``trainkit.sweep_dir``).
+  job is a child of one parent run per sweep (tag ``trainkit.sweep_dir``). A resumed run is
+  opened in ``on_train_begin`` (its last step places the new points); a new one by the writer
+  thread once the first step is over, so importing MLflow and opening the store run beside the
+  next steps instead of delaying the first (the points wait in memory until the run exists).
 * steps: the global optimizer step, 1-based (``epoch * steps_per_epoch + batch + 1``). Per-step
   training metrics keep Keras' names (``loss``, ``accuracy``), epoch metrics are logged at the
   epoch's last step (``val_*`` and the ``epoch`` index), a standalone ``evaluate`` after ``fit``
@@ -246,11 +249,12 @@ class MLflowLogger(TrainkitCallback):
         stack = self.context.system_keys if self.context is not None else frozenset()
         self.writer.rename = {key: f"system/{key}" for key in stack | self.system_keys}
         self.writer.convert = self._rows_to_points
+        self.writer.on_open = self._announce
         if not probe(spec.uri):
             log.warning(_unreachable(spec.uri))
             self.writer.down = True
             self.writer.warned = True
-        else:
+        elif self.run.resuming:  # its last step places this job's first points: open it now
             try:
                 self.run.open()
             except Exception as exc:
@@ -261,12 +265,21 @@ class MLflowLogger(TrainkitCallback):
             self.writer.down = True
         self.writer.start()
         if self.run.is_open:
-            log.info(
-                "MLflow run %s (%s) in %s",
-                self.run.run_id,
-                "resumed" if self.run.resumed else "new",
-                redact_uri(spec.uri),
-            )
+            self._announce()
+        else:
+            # A new run: the writer thread imports MLflow, opens the store and creates the run
+            # once the first step is over, beside the next steps (seconds of start-up); the
+            # points wait in memory meanwhile, as they would for a store slow to answer.
+            self.writer.open_after_first_rows()
+
+    def _announce(self) -> None:
+        assert self.run is not None
+        log.info(
+            "MLflow run %s (%s) in %s",
+            self.run.run_id,
+            "resumed" if self.run.resumed else "new",
+            redact_uri(self.run.spec.uri),
+        )
 
     def _ensure_started(self) -> bool:
         if self.writer is None and not self._ended:

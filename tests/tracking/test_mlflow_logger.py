@@ -339,6 +339,32 @@ def test_an_unreachable_server_at_start_spools_then_replays(
     assert not spool.exists()
 
 
+def test_a_new_run_the_writer_thread_cannot_open_is_spooled_then_replayed(
+    tmp_path: Path, arrays: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A new run is opened by the writer thread, not in on_train_begin: when that fails, the
+    job still warns once, naming the store, and loses no point."""
+    from trainkit.tracking import replay
+
+    (tmp_path / "not-a-folder").write_text("a file where the store's folder should be")
+    broken = f"sqlite:///{tmp_path}/not-a-folder/mlflow.db"
+    logger = MLflowLogger()
+    with caplog.at_level(logging.WARNING, logger="trainkit.tracking"):
+        done = run_job(make_context(tmp_path / "run", broken, arrays), [logger], arrays)
+    assert done.status == "FINISHED"
+    warnings = [r.getMessage() for r in caplog.records if "does not answer" in r.getMessage()]
+    assert len(warnings) == 1 and "not-a-folder" in warnings[0], warnings
+    assert not logger.run.is_open
+    assert (tmp_path / "run" / "mlflow_spool.jsonl").exists()
+
+    good = f"sqlite:///{tmp_path}/mlflow.db"
+    run_id, _ = replay.replay(tmp_path / "run", uri=good)
+    client = MlflowClient(good)
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert steps(client, run_id, "loss") == list(range(1, 2 * STEPS + 1))
+    assert steps(client, run_id, "val_loss") == [STEPS, 2 * STEPS]
+
+
 class StopsServer(keras.callbacks.Callback):
     """After epoch 1: the points so far are written, then the server goes away."""
 

@@ -17,12 +17,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunStatus, RunTag
-from mlflow.exceptions import MlflowException
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
+from typing import TYPE_CHECKING, Any
 
 from trainkit.tracking import sqlite_template
 from trainkit.tracking.files import PARENT_RUN_ID_FILE, RUN_ID_FILE
@@ -33,6 +28,11 @@ from trainkit.tracking.store_process import (
     StoreProcessError,
     wanted,
 )
+
+# MLflow (1 s of imports) is imported where it is used, not here: a job's new run is opened by
+# the writer thread, so the import and the store's opening overlap the first step's trace.
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
 
 log = logging.getLogger("trainkit.tracking")
 # "Creating initial MLflow database tables..." at a new store's first job: not what a user reads.
@@ -69,6 +69,8 @@ _CLIENT_ERRORS = {
 
 
 def is_client_error(exc: BaseException) -> bool:
+    from mlflow.exceptions import MlflowException
+
     return isinstance(exc, MlflowException) and exc.error_code in _CLIENT_ERRORS
 
 
@@ -167,6 +169,8 @@ def open_client(uri: str) -> MlflowClient:
     (``duplicate column name``, ``table _alembic_tmp_... already exists``): a lock file beside
     the database lets the first create the tables, the others then find them.
     """
+    from mlflow import MlflowClient
+
     if not uri.startswith("sqlite:///"):
         return MlflowClient(uri)
     import fcntl
@@ -189,7 +193,8 @@ class TrackedRun:
 
     def __init__(self, spec: RunSpec) -> None:
         self.spec = spec
-        self.client = open_client(spec.uri)
+        self._client: MlflowClient | None = None
+        self._client_lock = threading.Lock()
         self.run_id: str | None = None
         self.experiment_id: str | None = None
         self.parent_run_id: str | None = None
@@ -207,12 +212,29 @@ class TrackedRun:
         self._helper_failed = False
 
     @property
+    def client(self) -> MlflowClient:
+        """The store's client, made at first use (by the writer thread, for a new run)."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = open_client(self.spec.uri)
+            return self._client
+
+    @property
     def is_open(self) -> bool:
         return self.run_id is not None
 
     @property
     def run_id_file(self) -> Path | None:
         return Path(self.spec.run_dir) / RUN_ID_FILE if self.spec.run_dir else None
+
+    @property
+    def resuming(self) -> bool:
+        """Whether ``open()`` will try to resume a run (one is named in the run directory)."""
+        return (
+            self.run_id is None
+            and self.run_id_file is not None
+            and bool(_read_id(self.run_id_file))
+        )
 
     def reachable(self) -> bool:
         return probe(self.spec.uri)
@@ -234,6 +256,8 @@ class TrackedRun:
             return run_id
 
     def _experiment_id(self) -> str:
+        from mlflow.exceptions import MlflowException
+
         experiment = self.client.get_experiment_by_name(self.spec.experiment)
         if experiment is not None:
             if experiment.lifecycle_stage == "deleted":
@@ -269,6 +293,10 @@ class TrackedRun:
         return None
 
     def _resume(self, run_id: str) -> bool:
+        from mlflow.entities import RunStatus
+        from mlflow.exceptions import MlflowException
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
         try:
             run = self.client.get_run(run_id)
         except MlflowException as exc:
@@ -291,6 +319,7 @@ class TrackedRun:
 
     def _create(self) -> str:
         from mlflow.tracking.context.registry import resolve_tags
+        from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
         tags = dict(self.spec.tags)
         if self.spec.sweep_dir:
@@ -313,6 +342,8 @@ class TrackedRun:
 
     def _unique_name(self, base: str) -> str:
         """``base``, or ``base-2``, ``base-3`` ... if a run of the experiment has that name."""
+        from mlflow.exceptions import MlflowException
+
         prefix = base.replace("'", "")
         try:
             found = self.client.search_runs(
@@ -368,6 +399,8 @@ class TrackedRun:
         return None
 
     def _exists(self, run_id: str) -> bool:
+        from mlflow.exceptions import MlflowException
+
         try:
             return self.client.get_run(run_id).info.lifecycle_stage == "active"
         except MlflowException:
@@ -384,6 +417,7 @@ class TrackedRun:
 
     def _create_parent(self, sweep_dir: Path) -> str:
         from mlflow.tracking.context.registry import resolve_tags
+        from mlflow.utils.mlflow_tags import MLFLOW_RUN_NAME, MLFLOW_RUN_NOTE
 
         tags = resolve_tags({SWEEP_TAG: self.spec.sweep_dir, ROLE_TAG: "sweep"})
         name = f"sweep {sweep_dir.parent.name}/{sweep_dir.name}"
@@ -443,6 +477,8 @@ class TrackedRun:
     def log_points(self, points: list[tuple[str, float, int, int]]) -> None:
         """Write ``(key, value, step, ms)`` points; a large batch to a store on this machine
         goes through the helper process (:mod:`trainkit.tracking.store_process`)."""
+        from mlflow.entities import Metric
+
         keys = self._keys
         named = []
         for k, v, s, t in points:
@@ -499,6 +535,8 @@ class TrackedRun:
         5) says so with the tag ``resumed.trainer.epochs=10``: tags may change, so a third run
         overwrites it with its own value.
         """
+        from mlflow.entities import Param
+
         fresh = {k: v for k, v in params.items() if k not in self.logged_params}
         changed = {
             f"resumed.{k}": v
@@ -512,6 +550,8 @@ class TrackedRun:
             self.set_tags(changed)
 
     def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
         items = [RunTag(k, str(v)[:MAX_TAG_VALUE]) for k, v in tags.items()]
         self.client.log_batch(self.run_id, tags=items)
 

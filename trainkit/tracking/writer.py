@@ -52,6 +52,7 @@ class BackgroundWriter:
         self.rows: deque[list[Any]] = deque()
         self.convert: Callable[[list[Any]], None] | None = None
         self.wants_rows = False
+        self._open_waits_for_rows = False
         self._convert_lock = threading.Lock()
         self.down = False
         self.written = 0
@@ -73,6 +74,17 @@ class BackgroundWriter:
         if self._thread is None:
             self._thread = threading.Thread(target=self._loop, name="trainkit-mlflow", daemon=True)
             self._thread.start()
+
+    def open_after_first_rows(self) -> None:
+        """Open the run once the first block of rows arrives (the first step is over).
+
+        Importing MLflow and opening the store take seconds of Python, which would hold the
+        GIL against the trace of the first step; after it, the steps run in TensorFlow's C++
+        with the GIL released. Until then points and ops wait in memory. A flush or the end
+        opens it at once.
+        """
+        self._open_waits_for_rows = True
+        self.wants_rows = True
 
     def add_rows(self, rows: list[Any]) -> None:
         """Hand over a block of rows (the owner's, final); the thread writes them soon."""
@@ -97,6 +109,7 @@ class BackgroundWriter:
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Write what is queued now; True when nothing is left in memory."""
+        self._open_waits_for_rows = False
         self._idle.clear()
         self._wake.set()
         if self._thread is None or not self._thread.is_alive():
@@ -107,6 +120,7 @@ class BackgroundWriter:
         return not self.points and not self.ops and not self.rows
 
     def close(self, timeout: float = 30.0) -> None:
+        self._open_waits_for_rows = False
         self._stop.set()
         self._wake.set()
         if self._thread is not None:
@@ -136,6 +150,11 @@ class BackgroundWriter:
                 self._failed(exc)
 
     def _cycle_locked(self) -> None:
+        if self._open_waits_for_rows:
+            if not self.rows:
+                self.wants_rows = True
+                return
+            self._open_waits_for_rows = False
         self.convert_rows()
         if (self.down or not self.run.is_open) and not self._store_back():
             self._spool_memory()
@@ -214,6 +233,10 @@ class BackgroundWriter:
         except Exception as exc:
             if is_client_error(exc):
                 raise
+            if not self.warned:  # the first try: a new run is opened here, not by the job
+                self.warned = True
+                log.warning("%s (%s)", unreachable_message(self.run.spec.uri), _short(exc))
+            self.down = True
             log.debug("MLflow store still failing: %s", exc)
             return False
         if self.down or replayed:
