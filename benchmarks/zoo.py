@@ -15,13 +15,18 @@ mostly tracing); pass ``--models`` to time a few.
 ``--vs-keras`` measures instead, per model, training on the job's data (digits at
 ``--image-size``, ``--limit`` training images, batch ``--batch-size``, one precision):
 
-* plain Keras: the model built and compiled as the job does (Adam, the same metrics), then
-  ``model.fit(train, epochs=1, steps_per_epoch=S)`` with no callbacks, timed whole; the first
-  fit (tracing) is not counted, the best of the next ``--epochs - 1`` is;
+* plain Keras: in a fresh process, the model built and compiled as the job does (Adam, the
+  same metrics), then one ``model.fit(train, validation_data=val, epochs=E)`` whose only
+  callback is the probe below;
 * ``python run.py ... callbacks=none`` and ``callbacks=full`` (``--epochs`` epochs, the model
-  not logged), timed by a probe callback placed last that has only epoch and test hooks: the
-  training phase of each epoch (its ``on_epoch_begin`` to the validation's ``on_test_begin``,
-  every batch hook of the stack inside), the best epoch after the first.
+  not logged), with the probe placed last in the stack.
+
+The probe has only epoch and test hooks and times the training phase of each epoch (its
+``on_epoch_begin`` to the validation's ``on_test_begin``, every batch hook inside); the first
+epoch traces the step and is not counted, the best of the others is. All three are measured
+the same way, each in a process of its own. (Before 2026-11-28 plain Keras ran ``fit`` once
+per epoch in the benchmark's own process, timed whole: a different measure, which put plain
+Keras at half of ``run.py``'s speed on some models.)
 
 Each is given in images per second of wall time and per second of the process's CPU time (all
 its threads, the tracking writers' included): on a shared machine the wall figures move with
@@ -201,14 +206,16 @@ def data_config(size: int, limit: int) -> dict:
     return {"name": "digits", "limit": limit, "image_size": size}
 
 
-def plain_keras(name: str, size: int, args, precision: str) -> tuple[float, float, float, int]:
-    """(images / s and images / CPU-s of the best timed ``fit`` epochs, GMACs, steps an
-    epoch) of plain Keras."""
+def plain_keras_child(args) -> None:
+    """In a process of its own (``--plain-keras-child``): plain Keras trains ``args.models[0]``,
+    timed by the same probe callback as ``run.py``; writes GMACs and steps to ``--child-out``."""
     from omegaconf import OmegaConf
+    from zoo_probe import EpochTimes  # the probe file, on the PYTHONPATH the parent gives
 
     from trainkit.data import load as load_data
     from trainkit.job import compile_model
 
+    name, size, precision = args.models[0], args.image_size, args.policies[0]
     keras.mixed_precision.set_global_policy(precision)
     keras.utils.set_random_seed(0)
     data = load_data(
@@ -223,19 +230,63 @@ def plain_keras(name: str, size: int, args, precision: str) -> tuple[float, floa
     )
     compile_model(model, cfg, data.num_classes)
     steps = data.steps("train")
-    best, best_cpu = 0.0, 0.0
-    for epoch in range(args.epochs):
-        start, start_cpu = time.perf_counter(), time.process_time()
-        model.fit(data.train, epochs=1, steps_per_epoch=steps, shuffle=False, verbose=0)
-        seconds, cpu = time.perf_counter() - start, time.process_time() - start_cpu
-        if epoch:  # the first fit traces the step
-            best = max(best, steps * args.batch_size / seconds)
-            best_cpu = max(best_cpu, steps * args.batch_size / cpu)
-    gmacs = count_macs(model) / 1e9
-    del model
-    keras.backend.clear_session()
-    keras.mixed_precision.set_global_policy("float32")
-    return best, best_cpu, gmacs, steps
+    model.fit(
+        data.train,
+        validation_data=data.val,
+        validation_steps=data.steps("val"),
+        epochs=args.epochs,
+        steps_per_epoch=steps,
+        shuffle=False,  # the pipeline shuffles, as in the job
+        callbacks=[EpochTimes()],
+        verbose=0,
+    )
+    info = {"gmacs": count_macs(model) / 1e9, "steps": steps}
+    Path(args.child_out).write_text(json.dumps(info), encoding="utf-8")
+
+
+def plain_keras(
+    name: str, size: int, args, precision: str, folder: Path
+) -> tuple[float, float, float, int]:
+    """(images / s and images / CPU-s of the best epochs after the first, GMACs, steps an
+    epoch) of plain Keras: ``model.fit`` in a fresh process, as ``run.py`` gets, with
+    validation each epoch and the training phase of each epoch timed by the same probe."""
+    out, info = folder / f"{name}-keras.json", folder / f"{name}-keras-info.json"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(folder), str(ROOT)]),
+        "ZOO_PROBE_OUT": str(out),
+    }
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--plain-keras-child",
+        "--models",
+        name,
+        "--image-size",
+        str(size),
+        "--limit",
+        str(args.limit),
+        "--epochs",
+        str(args.epochs),
+        "--batch-size",
+        str(args.batch_size),
+        "--policies",
+        precision,
+        "--child-out",
+        str(info),
+    ]
+    done = subprocess.run(command, cwd=folder, env=env, capture_output=True, text=True)
+    if done.returncode or not out.exists() or not info.exists():
+        raise SystemExit(f"plain Keras failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    measured = json.loads(info.read_text())
+    images = measured["steps"] * args.batch_size
+    seconds = json.loads(out.read_text())[1:]  # the first epoch traces the step
+    return (
+        max(images / wall for wall, _ in seconds),
+        max(images / cpu for _, cpu in seconds),
+        measured["gmacs"],
+        measured["steps"],
+    )
 
 
 def run_py(
@@ -291,7 +342,7 @@ def versus(args) -> int:
             size = max(args.image_size, get_spec(name).min_size)
             result = Versus(name, size, precision, 0, args.batch_size, peak_gflops=peak)
             with console.status(f"{name}: plain Keras"):
-                measured = plain_keras(name, size, args, precision)
+                measured = plain_keras(name, size, args, precision, folder)
                 result.keras, result.keras_cpu, result.gmacs, result.steps = measured
             for stack in ("none", "full"):
                 with console.status(f"{name}: run.py callbacks={stack}"):
@@ -341,7 +392,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--vs-keras", action="store_true", help="trainkit against plain Keras")
     parser.add_argument("--limit", type=int, default=640, help="--vs-keras: training images")
     parser.add_argument("--epochs", type=int, default=3, help="--vs-keras: epochs (>= 2)")
+    # the plain-Keras process that --vs-keras starts for each model
+    parser.add_argument("--plain-keras-child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.plain_keras_child:
+        plain_keras_child(args)
+        return 0
     if args.vs_keras:
         if args.policies == list(POLICIES):
             args.policies = ["float32"]
