@@ -308,6 +308,17 @@ def test_a_resumed_job_continues_the_same_run(tmp_path: Path, arrays: Any) -> No
 # ---------------------------------------------------------------------------- store down
 
 
+def run_without_store(
+    tmp_path: Path, uri: str, arrays: Any, caplog: pytest.LogCaptureFixture
+) -> tuple[MLflowLogger, list[str]]:
+    """A job that logs to a store that never answers: it finishes; the store's warnings."""
+    logger = MLflowLogger()
+    with caplog.at_level(logging.WARNING, logger="trainkit.tracking"):
+        done = run_job(make_context(tmp_path / "run", uri, arrays), [logger], arrays)
+    assert done.status == "FINISHED"
+    return logger, [r.getMessage() for r in caplog.records if "does not answer" in r.getMessage()]
+
+
 @pytest.mark.server
 def test_an_unreachable_server_at_start_spools_then_replays(
     tmp_path: Path, arrays: Any, mlflow_server, caplog: pytest.LogCaptureFixture
@@ -316,11 +327,7 @@ def test_an_unreachable_server_at_start_spools_then_replays(
     from trainkit.tracking import replay
 
     dead = f"http://127.0.0.1:{free_port()}"
-    logger = MLflowLogger()
-    with caplog.at_level(logging.WARNING, logger="trainkit.tracking"):
-        done = run_job(make_context(tmp_path / "run", dead, arrays), [logger], arrays)
-    assert done.status == "FINISHED"
-    warnings = [r.getMessage() for r in caplog.records if "does not answer" in r.getMessage()]
+    _, warnings = run_without_store(tmp_path, dead, arrays, caplog)
     assert warnings and dead in warnings[0] and "tracking.uri" in warnings[0]
     assert any("points kept in" in r.getMessage() for r in caplog.records)
     spool = tmp_path / "run" / "mlflow_spool.jsonl"
@@ -348,11 +355,7 @@ def test_a_new_run_the_writer_thread_cannot_open_is_spooled_then_replayed(
 
     (tmp_path / "not-a-folder").write_text("a file where the store's folder should be")
     broken = f"sqlite:///{tmp_path}/not-a-folder/mlflow.db"
-    logger = MLflowLogger()
-    with caplog.at_level(logging.WARNING, logger="trainkit.tracking"):
-        done = run_job(make_context(tmp_path / "run", broken, arrays), [logger], arrays)
-    assert done.status == "FINISHED"
-    warnings = [r.getMessage() for r in caplog.records if "does not answer" in r.getMessage()]
+    logger, warnings = run_without_store(tmp_path, broken, arrays, caplog)
     assert len(warnings) == 1 and "not-a-folder" in warnings[0], warnings
     assert not logger.run.is_open
     assert (tmp_path / "run" / "mlflow_spool.jsonl").exists()
