@@ -14,7 +14,7 @@ Where things go:
   and a restarted job resumes it, continuing from the last logged step. In a Hydra multirun each
   job is a child of one parent run per sweep (tag ``trainkit.sweep_dir``). A resumed run is
   opened in ``on_train_begin`` (its last step places the new points); a new one by the writer
-  thread once the first step is over, so importing MLflow and opening the store run beside the
+  thread once the first steps are over, so importing MLflow and opening the store run beside the
   next steps instead of delaying the first (the points wait in memory until the run exists).
 * steps: the global optimizer step, 1-based (``epoch * steps_per_epoch + batch + 1``). Per-step
   training metrics keep Keras' names (``loss``, ``accuracy``), epoch metrics are logged at the
@@ -268,7 +268,7 @@ class MLflowLogger(TrainkitCallback):
             self._announce()
         else:
             # A new run: the writer thread imports MLflow, opens the store and creates the run
-            # once the first step is over, beside the next steps (seconds of start-up); the
+            # once the first steps are over, beside the next ones (seconds of start-up); the
             # points wait in memory meanwhile, as they would for a store slow to answer.
             self.writer.open_after_first_rows()
 

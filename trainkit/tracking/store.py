@@ -30,7 +30,8 @@ from trainkit.tracking.store_process import (
 )
 
 # MLflow (1 s of imports) is imported where it is used, not here: a job's new run is opened by
-# the writer thread, so the import and the store's opening overlap the first step's trace.
+# the writer thread after the first steps, so the import and the store's opening stay off the
+# start-up's path.
 if TYPE_CHECKING:
     from mlflow import MlflowClient
 

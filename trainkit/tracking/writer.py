@@ -76,7 +76,7 @@ class BackgroundWriter:
             self._thread.start()
 
     def open_after_first_rows(self) -> None:
-        """Open the run once the first block of rows arrives (the first step is over).
+        """Open the run once the first block of rows arrives (the first steps are over).
 
         Importing MLflow and opening the store take seconds of Python, which would hold the
         GIL against the trace of the first step; after it, the steps run in TensorFlow's C++
@@ -152,7 +152,6 @@ class BackgroundWriter:
     def _cycle_locked(self) -> None:
         if self._open_waits_for_rows:
             if not self.rows:
-                self.wants_rows = True
                 return
             self._open_waits_for_rows = False
         self.convert_rows()
@@ -233,11 +232,8 @@ class BackgroundWriter:
         except Exception as exc:
             if is_client_error(exc):
                 raise
-            if not self.warned:  # the first try: a new run is opened here, not by the job
-                self.warned = True
-                log.warning("%s (%s)", unreachable_message(self.run.spec.uri), _short(exc))
-            self.down = True
             log.debug("MLflow store still failing: %s", exc)
+            self._failed(exc)  # warns once: a new run is first opened here, not by the job
             return False
         if self.down or replayed:
             log.warning(
