@@ -451,6 +451,11 @@ CASES: dict[str, Case] = {
         "benchmark-overhead",
         append=("--rounds", "1", "--steps", "3", "--only", "timing", "--spe", "1"),
     ),
+    "python benchmarks/store_writes.py": Case(
+        "benchmark-store-writes",
+        append=("--rounds", "1", "--points", "30"),
+        check=lambda o: _assert_in(o.stdout, "SQLiteMetrics (trainkit)", "log_batch ÷ direct"),
+    ),
     "python -m trainkit.tracking.replay outputs/<date>/<time>": Case(
         "replay-outputs",
         lane="base",

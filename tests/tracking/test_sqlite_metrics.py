@@ -7,11 +7,11 @@ import logging
 import sqlite3
 
 import pytest
-from mlflow import MlflowClient
 from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 
 from trainkit.tracking.sqlite_metrics import SQLiteMetrics, handles
+from trainkit.tracking.store import open_client
 
 NAN, INF = float("nan"), float("inf")
 # (key, value, step, ms) batches with what the latest-value rule must get right: NaN and
@@ -47,7 +47,7 @@ def rows(database, table: str, run_id: str) -> list[tuple]:
 def test_a_store_written_directly_reads_back_as_one_written_by_log_batch(tmp_path):
     database = tmp_path / "mlflow.db"
     uri = f"sqlite:///{database}"
-    client = MlflowClient(uri)
+    client = open_client(uri)  # a copy of a made store: no schema migrations
     by_mlflow, direct = (client.create_run("0").info.run_id for _ in range(2))
     writer = SQLiteMetrics(uri, client)
     for batch in BATCHES:
@@ -70,7 +70,7 @@ def test_a_store_written_directly_reads_back_as_one_written_by_log_batch(tmp_pat
 
 def test_a_missing_or_deleted_run_and_bad_points_are_refused_with_mlflows_errors(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(uri)
+    client = open_client(uri)  # a copy of a made store: no schema migrations
     run_id = client.create_run("0").info.run_id
     writer = SQLiteMetrics(uri, client)
     with pytest.raises(MlflowException) as missing:
@@ -95,7 +95,7 @@ def test_tables_it_does_not_expect_send_every_write_through_log_batch(tmp_path, 
     this writer would leave empty) costs a warning, once, and no point."""
     database = tmp_path / "mlflow.db"
     uri = f"sqlite:///{database}"
-    client = MlflowClient(uri)
+    client = open_client(uri)  # a copy of a made store: no schema migrations
     run_id = client.create_run("0").info.run_id
     with sqlite3.connect(database) as connection:
         connection.execute("ALTER TABLE metrics ADD COLUMN dataset_digest TEXT")
