@@ -123,7 +123,7 @@ def _float32_policy() -> Iterator[None]:
 # The costliest files first, so that the last file a worker starts is a short one: each file
 # runs on one worker (--dist loadfile) and pytest-xdist's own order (most tests first) started
 # the multi-worker and sweep files, ~100 s each, among the last. Worker-seconds (slow part, then
-# fast subset) of two fresh-clone runs, 2026-11-28 10:29 and 13:47 UTC (tests/run_suite.py with
+# fast subset) of two fresh-clone runs, 2026-11-28 10:29 and 12:56 UTC (tests/run_suite.py with
 # TRAINKIT_SUITE_REPORTS), the larger of the two; the other files keep their order.
 LONGEST_FIRST = (
     "tests/test_docs_commands.py",  # 201
