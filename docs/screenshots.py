@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -107,6 +107,8 @@ class Service:
     port: int
     log: Path
     process: subprocess.Popen | None = None
+    # what starts ``command``: the tests pass one that forks it from a preloaded interpreter
+    launcher: Callable[..., subprocess.Popen] = subprocess.Popen
 
     @property
     def url(self) -> str:
@@ -118,7 +120,7 @@ class Service:
         # imports MLflow, and a SIGTERM to the UI leaves them running); the pages need none.
         env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"
         with self.log.open("ab") as out:
-            self.process = subprocess.Popen(self.command, stdout=out, stderr=out, env=env)
+            self.process = self.launcher(self.command, stdout=out, stderr=out, env=env)
         return self
 
     def wait(self, path: str = "/", timeout: float = 180.0) -> Service:
