@@ -113,3 +113,26 @@ def test_only_sqlite_stores_are_written_directly():
     assert handles("sqlite:////tmp/mlflow.db") and handles("sqlite:///mlflow.db")
     assert not handles("http://127.0.0.1:5000") and not handles("/tmp/mlruns")
     assert not handles("postgresql://u@h/db")
+
+
+def test_a_store_busy_with_another_write_is_waited_for_as_mlflow_waits(tmp_path):
+    """Another job's transaction holds the store's write lock for a second: the batch waits
+    for it (MLflow's 20 s busy timeout, not sqlite3's 5 s) and lands; the direct path stays."""
+    import threading
+    import time
+
+    database = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{database}"
+    client = open_client(uri)
+    run_id = client.create_run("0").info.run_id
+    writer = SQLiteMetrics(uri, client)
+    with writer.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA busy_timeout").scalar() == 20000
+    other = sqlite3.connect(database, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # the write lock, as another writer's transaction holds it
+    threading.Timer(1.0, lambda: other.execute("COMMIT")).start()
+    start = time.monotonic()
+    writer.log(run_id, BATCHES[2])
+    assert time.monotonic() - start >= 0.9
+    other.close()
+    assert writer.fast and len(rows(database, "metrics", run_id)) == 3

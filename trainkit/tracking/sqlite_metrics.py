@@ -54,6 +54,15 @@ def _sanitized(value: float) -> tuple[bool, float]:
     return False, value
 
 
+def _as_mlflow_does(connection: Any, _record: Any) -> None:
+    """Each new connection waits for a busy store as MLflow's sessions do (its
+    ``make_managed_session``: 20 s, where Python's sqlite3 waits 5), with its foreign keys on."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA busy_timeout = 20000")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.close()
+
+
 class SQLiteMetrics:
     """Writes runs' metric points to the SQLite store at ``uri``; ``fallback`` is the
     ``MlflowClient`` used if the fast path fails for a reason of its own."""
@@ -61,9 +70,11 @@ class SQLiteMetrics:
     def __init__(self, uri: str, fallback: Any) -> None:
         from mlflow.store.db.utils import create_sqlalchemy_engine
         from mlflow.store.tracking.dbmodels.models import SqlLatestMetric, SqlMetric, SqlRun
+        from sqlalchemy import event as sa_event
 
         self.fallback = fallback
         self.engine = create_sqlalchemy_engine(uri)  # MLflow's settings (pool, echo ...)
+        sa_event.listen(self.engine, "connect", _as_mlflow_does)
         self.metrics = SqlMetric.__table__
         self.latest = SqlLatestMetric.__table__
         self.runs = SqlRun.__table__
@@ -75,6 +86,7 @@ class SQLiteMetrics:
     def log(self, run_id: str, points: list[Point]) -> None:
         """Write ``points`` to ``run_id``; raises ``MlflowException`` as ``log_batch`` does."""
         from mlflow.exceptions import MlflowException
+        from sqlalchemy.exc import OperationalError
 
         if self.fast:
             try:
@@ -83,7 +95,9 @@ class SQLiteMetrics:
                     self._checked = True
                 self._write(run_id, points)
                 return
-            except MlflowException:
+            except (MlflowException, OperationalError):
+                # MLflow's refusal, or the store busy past the wait (another job's write): the
+                # writer drops or spools the batch as it would for log_batch's
                 raise
             except Exception as exc:  # noqa: BLE001 - MLflow's own path decides from here
                 self.fast = False
