@@ -10,7 +10,7 @@ step of a small model takes about a millisecond, so that wait is what logging ev
 Here the writer thread only pickles the points to a child process (``python -m
 trainkit.tracking.store_process URI``, MLflow's client and nothing of TensorFlow) and waits on
 the pipe with the GIL released; the child writes them (to SQLite with
-:class:`trainkit.tracking.sqlite_metrics.SQLiteMetrics`, a twelfth of ``log_batch``'s CPU;
+:class:`trainkit.tracking.sqlite_metrics.SQLiteMetrics`, a tenth of ``log_batch``'s CPU;
 to a folder store with ``MlflowClient.log_batch``). The
 child answers each batch with ``("ok",)`` or ``("error", message, mlflow_error_code)``; it
 exits when its input closes, so a job killed with SIGKILL leaves no child behind.
