@@ -33,11 +33,8 @@ METHODS = {
 def cpu_seconds(pid: int) -> float:
     """A process's CPU time so far, to the nanosecond (Linux's ``/proc/PID/schedstat``: its
     ``stat`` counts in 10 ms ticks, the time a whole batch takes)."""
-    return sum(int(Path(task, "schedstat").read_text().split()[0]) for task in _tasks(pid)) / 1e9
-
-
-def _tasks(pid: int) -> list[Path]:
-    return list(Path(f"/proc/{pid}/task").iterdir())
+    tasks = Path(f"/proc/{pid}/task").iterdir()
+    return sum(int(Path(task, "schedstat").read_text().split()[0]) for task in tasks) / 1e9
 
 
 def main(argv: list[str] | None = None) -> int:

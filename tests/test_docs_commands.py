@@ -25,8 +25,8 @@ Hydra once (about 13 s of CPU saved per command; how TensorFlow's start-up behav
 first command's and ``tests/test_cli.py``'s to show). ``tensorboard`` is the installed
 script's ``tensorboard.main`` through that ``python`` (8-9 s of CPU saved a start).
 ``mlflow ui`` and ``tensorboard`` start on a free port of 127.0.0.1, must answer over HTTP, and
-are stopped. The setup commands
-(venv, pip, pytest) are what ``.ci/run`` runs; the test checks that it runs them.
+are stopped. The setup commands (venv, pip, pytest) are what ``.ci/run`` runs; the test checks
+that it runs them.
 
 All commands run in the ``outcomes`` fixture, two subprocesses at a time (one lane for the
 commands that build on the first run's directory, the others beside it); each row's test then

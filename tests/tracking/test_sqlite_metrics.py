@@ -136,3 +136,28 @@ def test_a_store_busy_with_another_write_is_waited_for_as_mlflow_waits(tmp_path)
     assert time.monotonic() - start >= 0.9
     other.close()
     assert writer.fast and len(rows(database, "metrics", run_id)) == 3
+
+
+def test_a_store_busy_past_the_wait_is_a_store_error_to_retry(tmp_path, monkeypatch):
+    """The lock held past the busy timeout: MLflow's INTERNAL_ERROR, as ``log_batch`` raises
+    for it (the writer spools and retries; a helper process's job keeps its helper), and the
+    next batch, once the lock is gone, is written directly."""
+    from trainkit.tracking import sqlite_metrics
+    from trainkit.tracking.store import is_client_error
+
+    monkeypatch.setattr(sqlite_metrics, "BUSY_TIMEOUT_MS", 200)
+    database = tmp_path / "mlflow.db"
+    uri = f"sqlite:///{database}"
+    client = open_client(uri)
+    run_id = client.create_run("0").info.run_id
+    writer = SQLiteMetrics(uri, client)
+    other = sqlite3.connect(database, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(MlflowException) as busy:
+        writer.log(run_id, BATCHES[2])
+    assert busy.value.error_code == "INTERNAL_ERROR" and not is_client_error(busy.value)
+    assert "locked" in str(busy.value)
+    other.execute("COMMIT")
+    other.close()
+    writer.log(run_id, BATCHES[2])
+    assert writer.fast and len(rows(database, "metrics", run_id)) == 3

@@ -48,7 +48,7 @@ def handles(uri: str) -> bool:
 
 
 def _sanitized(value: float) -> tuple[bool, float]:
-    # SqlAlchemyStore.sanitize_metric_value, inlined: it runs for every point
+    # SqlAlchemyStore.sanitize_metric_value's rule: that is a method of a store instance
     if math.isnan(value):
         return True, 0.0
     if math.isinf(value):
@@ -56,11 +56,16 @@ def _sanitized(value: float) -> tuple[bool, float]:
     return False, value
 
 
+# how long a write waits for another connection's lock: MLflow's sessions' wait (its
+# ``make_managed_session``), where Python's sqlite3 waits 5 s
+BUSY_TIMEOUT_MS = 20_000
+
+
 def _as_mlflow_does(connection: Any, _record: Any) -> None:
-    """Each new connection waits for a busy store as MLflow's sessions do (its
-    ``make_managed_session``: 20 s, where Python's sqlite3 waits 5), with its foreign keys on."""
+    """Each new connection waits for a busy store as MLflow's sessions do, with its foreign
+    keys on."""
     cursor = connection.cursor()
-    cursor.execute("PRAGMA busy_timeout = 20000")
+    cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     cursor.execute("PRAGMA foreign_keys = ON")
     cursor.close()
 
@@ -88,6 +93,7 @@ class SQLiteMetrics:
     def log(self, run_id: str, points: list[Point]) -> None:
         """Write ``points`` to ``run_id``; raises ``MlflowException`` as ``log_batch`` does."""
         from mlflow.exceptions import MlflowException
+        from mlflow.protos.databricks_pb2 import INTERNAL_ERROR
         from sqlalchemy.exc import OperationalError
 
         if self.fast:
@@ -97,10 +103,12 @@ class SQLiteMetrics:
                     self._checked = True
                 self._write(run_id, points)
                 return
-            except (MlflowException, OperationalError):
-                # MLflow's refusal, or the store busy past the wait (another job's write): the
-                # writer drops or spools the batch as it would for log_batch's
-                raise
+            except MlflowException:
+                raise  # MLflow's own answer, as log_batch would give it
+            except OperationalError as exc:
+                # the store busy past the wait (another job's write): what log_batch raises
+                # then, so that the writer (or the helper's job) spools and retries the batch
+                raise MlflowException(str(exc), error_code=INTERNAL_ERROR) from exc
             except Exception as exc:  # noqa: BLE001 - MLflow's own path decides from here
                 self.fast = False
                 log.warning(
@@ -174,7 +182,7 @@ class SQLiteMetrics:
         found = sa.inspect(self.engine)
         for table in (self.metrics, self.latest):
             columns = {c["name"] for c in found.get_columns(table.name)}
-            if columns != set(table.columns.keys()) or columns != set(COLUMNS):
+            if columns != set(COLUMNS):
                 raise RuntimeError(
                     f"the store's {table.name} table has the columns {sorted(columns)}, "
                     f"not {sorted(COLUMNS)}"
