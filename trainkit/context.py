@@ -70,6 +70,9 @@ class RunContext:
         image_size: the (height, width) the model sees.
         batch_size: the global training batch size.
         tracking: the ``tracking`` config group (uri, experiment, ...) as a dict.
+        train_data: one pass over the training split as a ``tf.data.Dataset`` of (images,
+            labels), batched and augmented as training reads it (for callbacks that read
+            training batches outside ``fit``: :class:`callbacks.precise_bn.PreciseBatchNorm`).
         test_data: the test split as a ``tf.data.Dataset`` of (images, labels), if any.
         test_labels: the test split's labels in order, if known.
         sample_images: a small batch of augmented training images (uint8-range floats).
@@ -98,6 +101,7 @@ class RunContext:
     image_size: tuple[int, int] | None = None
     batch_size: int | None = None
     tracking: dict[str, Any] = field(default_factory=dict)
+    train_data: Any = None
     test_data: Any = None
     test_labels: Any = None
     sample_images: Any = None

@@ -270,6 +270,7 @@ def train(cfg: DictConfig) -> float | None:
         image_size=data.image_size,
         batch_size=data.batch_size,
         tracking=tracking_settings(cfg),
+        train_data=data.train,
         test_data=data.test,
         test_labels=data.extras.get("test_labels"),
         sample_images=sample_images,

@@ -56,6 +56,7 @@ ENTRIES: dict[str, str] = {
     "lr_finder": "callbacks.lr_finder.LRFinder",
     "backbone_finetuning": "callbacks.backbone_finetuning.BackboneFinetuning",
     "model_report": "callbacks.model_report.ModelReport",
+    "precise_bn": "callbacks.precise_bn.PreciseBatchNorm",
 }
 
 # Callbacks whose ``**options`` are another function's keyword-only parameters: those become keys
