@@ -480,15 +480,6 @@ CASES: dict[str, Case] = {
     "python run.py -m experiment=compare model=alexnet,mobilenet_v2": Case(
         "compare-few", check=_check_compare(("alexnet", "mobilenet_v2"))
     ),
-    # the six BatchNorm models take 18 minutes here; the row above runs the same experiment,
-    # PreciseBatchNorm included, on MobileNetV2 (tests/callbacks/test_precise_bn.py: what it does)
-    "python run.py -m experiment=compare "
-    "model=mobilenet_v2,resnet50,resnet50_v2,inception_v3,inception_v4,inception_resnet_v2 "
-    "trainer.precision=float32": Case(
-        "compare-batchnorm",
-        kind="same",
-        same="python run.py -m experiment=compare model=alexnet,mobilenet_v2",
-    ),
     "PYTHONPATH=docs/examples python run.py callbacks=full "
     "+callbacks.mine._target_=my_callbacks.BatchLossCSV +callbacks.mine.every=10": Case(
         "guide-example", check=_check_user_callback
