@@ -69,6 +69,8 @@ class PreciseBatchNorm(TrainkitCallback):
         self._forward: Any = None  # the traced forward pass in training mode
 
     def set_model(self, model: Any) -> None:
+        if model is not getattr(self, "model", None):
+            self._forward, self._at_step = None, None  # traced for, and counted on, another
         super().set_model(model)
         # Keras's own walk of tracked sublayers: the zoo's blocks (CLIP's bottlenecks) are
         # layers that hold their BatchNorms as attributes, which ``model.layers`` does not list.
