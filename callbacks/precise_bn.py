@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import warnings
 from collections.abc import Iterable
@@ -155,7 +156,5 @@ class PreciseBatchNorm(TrainkitCallback):
 
 def _inputs(source: Any, limit: int) -> Iterable[Any]:
     """The model inputs of the first ``limit`` batches of ``source``."""
-    for index, batch in enumerate(source):
-        if index >= limit:
-            return
-        yield batch[0] if isinstance(batch, tuple | list) else batch
+    for batch in itertools.islice(source, limit):
+        yield keras.utils.unpack_x_y_sample_weight(batch)[0]
