@@ -8,18 +8,22 @@ import math
 import os
 import random
 import shutil
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
-from callbacks.base import TrainkitCallback
+from callbacks.base import TrainkitCallback, read_variables
 from trainkit import signals
 from trainkit.context import BuffersTracking, JobStatus
 from trainkit.tracking.files import RUN_ID_FILE
+from trainkit.tracking.writer import WorkerThread
+from trainkit.train_function import PLACEHOLDER
 
 FORMAT_VERSION = 2
 
@@ -46,6 +50,16 @@ class Backup(TrainkitCallback):
     validates that epoch again and ends it. A state is committed by rewriting ``latest.json``
     (write, then atomic rename) after its arrays are complete, so an interrupt while saving
     leaves the previous state usable.
+
+    Cost: the training thread only takes a snapshot (one read of each variable, which the
+    runtime copies only if the next step writes it while the read is alive; the position, the
+    generators' and callbacks' states as JSON) and hands the buffered tracking points to their
+    writers. A writer thread of its own waits until those points are stored (MLflow,
+    TensorBoard: a job killed after the commit lost none), then writes the arrays and commits.
+    A save requested while the previous one is still being written replaces it (only the
+    newest state matters). ``on_train_end``, a stop by a signal and ``on_job_end`` wait for the
+    commit; a commit that failed is raised at the next save or wait. Outside a job (no run
+    context, so no ``on_job_end``) every save waits for its commit.
 
     What a rerun restores, at ``on_train_begin``: all of the above. Training restarts at the
     saved epoch (``model._initial_epoch``, as ``keras.callbacks.BackupAndRestore`` does). In a
@@ -117,6 +131,10 @@ class Backup(TrainkitCallback):
         self._saved: tuple[int, int] | None = None
         self._in_fit = False
         self._train_metrics: list[Any] | None = None
+        self._writer: WorkerThread | None = None
+        self._next_commit: _Commit | None = None
+        self._commit_lock = threading.Lock()
+        self._failure: str | None = None
 
     @property
     def directory(self) -> Path:
@@ -167,6 +185,7 @@ class Backup(TrainkitCallback):
         return None if meta is None else self._position(meta)
 
     def _read(self) -> dict[str, Any] | None:
+        self.wait()
         pointer = self._source() / "latest.json"
         if not pointer.exists():
             return None
@@ -333,6 +352,7 @@ class Backup(TrainkitCallback):
             # step's pending logs when the job ends them (on_job_end).
             self._pending_save = (self._epoch, done)
             self._save_pending()
+            self.wait()
         elif clock.due(self.save_every_n_steps) and not (self._steps and done >= self._steps):
             self._pending_save = (self._epoch, done)  # (an epoch's last step: epoch end saves)
         if not self.in_stack:
@@ -342,7 +362,7 @@ class Backup(TrainkitCallback):
         if self._in_fit:
             # Validation resets the compiled metrics: keep the training epoch's running values,
             # what a save during validation holds (once an epoch, a few scalars).
-            self._train_metrics = [keras.ops.convert_to_numpy(v) for v in self._metrics()]
+            self._train_metrics = read_variables(self._metrics())
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._trained = True  # an epoch ended in this fit (even one whose steps were all done)
@@ -369,11 +389,8 @@ class Backup(TrainkitCallback):
 
     def _save_pending(self) -> None:
         pending, self._pending_save = self._pending_save, None
-        if pending is None:
-            return
-        for tracker in self.context.find_all(BuffersTracking) if self.context is not None else []:
-            tracker.flush_tracking(timeout=10.0)
-        self.save(*pending)
+        if pending is not None:
+            self.save(*pending)
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         self._in_fit = False
@@ -388,12 +405,17 @@ class Backup(TrainkitCallback):
             )
             self._where = self._saved
         self.model._initial_epoch = None
+        self.wait()
         if self.delete_on_success and self.context is None:
             shutil.rmtree(self.directory, ignore_errors=True)
 
     def on_job_end(self, status: str) -> None:
         if status == JobStatus.KILLED and self._in_fit:
             self._save_where_stopped()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.close(timeout=None)
+        self._raise_failure()
         if self.delete_on_success and status == JobStatus.FINISHED:
             shutil.rmtree(self.directory, ignore_errors=True)
 
@@ -417,32 +439,26 @@ class Backup(TrainkitCallback):
         try:
             self._pending_save = None
             self.save(*position)
+            self.wait()
         except Exception as exc:  # noqa: BLE001 - on_job_end must not raise
             print(f"Backup: could not save the state where the job stopped: {exc}")
 
     def save(
         self, epoch: int, step: int, finished: bool = False, stopped_early: bool = False
     ) -> None:
-        """Commit the current state as resuming at ``epoch`` (0-based), ``step`` steps in."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        global_step = epoch * (self._steps or 0) + step
+        """Commit the current state as resuming at ``epoch`` (0-based), ``step`` steps in.
+
+        Returns once the snapshot is taken; the commit follows on the backup's writer thread
+        (:meth:`wait` waits for it)."""
+        self._raise_failure()
         name = f"state-{time.time_ns()}.npz"
-        arrays: dict[str, Any] = {}
-        for prefix, variables in _state_variables(self.model):
-            arrays[f"{prefix}_count"] = np.asarray(len(variables))
-            for i, variable in enumerate(variables):
-                arrays[f"{prefix}{i}"] = keras.ops.convert_to_numpy(variable)
+        variables = [
+            (prefix, read_variables(group)) for prefix, group in _state_variables(self.model)
+        ]
         # The epoch's running training metrics (their values before validation reset them).
         metrics = self._train_metrics
         if metrics is None:
-            metrics = [keras.ops.convert_to_numpy(v) for v in self._metrics()]
-        arrays["metrics_count"] = np.asarray(len(metrics))
-        for i, value in enumerate(metrics):
-            arrays[f"metrics{i}"] = value
-        temporary = self.directory / f".tmp-{name}"
-        with open(temporary, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(temporary, self.directory / name)
+            metrics = read_variables(self._metrics())
         version, state, gauss = random.getstate()
         name_np, keys, pos, has_gauss, cached = np.random.get_state()
         meta = {
@@ -450,7 +466,7 @@ class Backup(TrainkitCallback):
             "weights": name,
             "epoch": epoch,
             "step": step,
-            "global_step": global_step,
+            "global_step": epoch * (self._steps or 0) + step,
             "steps_per_epoch": self._steps,
             "finished": finished,
             "stopped_early": stopped_early,
@@ -463,13 +479,80 @@ class Backup(TrainkitCallback):
         run_id_file = self.run_dir / RUN_ID_FILE
         if run_id_file.exists():  # trainer.resume=PATH from another directory continues it
             meta["mlflow_run_id"] = run_id_file.read_text().strip()
+        trackers = self.context.find_all(BuffersTracking) if self.context is not None else []
+        commit = _Commit(
+            directory=self.directory,
+            name=name,
+            variables=variables,
+            metrics=metrics,
+            meta=json.dumps(meta),  # as text now: the callbacks' states change meanwhile
+            waits=[tracker.hand_over_tracking() for tracker in trackers],
+        )
+        self._saved = (epoch, step)
+        with self._commit_lock:
+            self._next_commit = commit
+        if self._writer is None:
+            self._writer = WorkerThread("trainkit-backup")
+        self._writer.submit(self._commit_next)
+        if self.context is None:  # a plain fit: no on_job_end will wait for the commit
+            self.wait()
+
+    def wait(self) -> None:
+        """Wait until the states saved so far are committed; raise if a commit failed."""
+        if self._writer is not None:
+            self._writer.drain()
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise RuntimeError(f"Backup: could not write the state to {self.directory}: {failure}")
+
+    def _commit_next(self) -> None:
+        """On the writer thread: commit the newest snapshot, unless a later job already did."""
+        with self._commit_lock:
+            commit, self._next_commit = self._next_commit, None
+        if commit is None:
+            return
+        try:
+            commit.write()
+        except Exception as exc:  # noqa: BLE001 - raised on the training thread, at the next save
+            self._failure = f"{type(exc).__name__}: {exc}"
+
+
+@dataclass
+class _Commit:
+    """One saved state as the training thread took it; :meth:`write` runs on the writer."""
+
+    directory: Path
+    name: str
+    variables: list[tuple[str, list[Any]]]  # (prefix, snapshots of its variables)
+    metrics: list[Any]
+    meta: str  # latest.json's text
+    waits: list[Callable[[float], bool]]  # the trackers' waits for the points handed over
+
+    def write(self) -> None:
+        for wait in self.waits:  # the tracking points up to this state are stored first
+            wait(10.0)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, Any] = {}
+        for prefix, values in self.variables:
+            arrays[f"{prefix}_count"] = np.asarray(len(values))
+            for i, value in enumerate(values):
+                arrays[f"{prefix}{i}"] = np.asarray(value)
+        arrays["metrics_count"] = np.asarray(len(self.metrics))
+        for i, value in enumerate(self.metrics):
+            arrays[f"metrics{i}"] = np.asarray(value)
+        temporary = self.directory / f".tmp-{self.name}"
+        with open(temporary, "wb") as handle:
+            np.savez(handle, **arrays)
+        os.replace(temporary, self.directory / self.name)
         pointer = self.directory / "latest.json"
         temporary = pointer.with_name(".tmp-latest.json")
-        temporary.write_text(json.dumps(meta))
+        temporary.write_text(self.meta)
         os.replace(temporary, pointer)
-        self._saved = (epoch, step)
         for old in self.directory.glob("state-*"):
-            if old.name != name:
+            if old.name != self.name:
                 old.unlink(missing_ok=True)
 
 
@@ -516,18 +599,20 @@ def resume_within_epoch(
             model._symbolic_build(data_batch=tf.nest.map_structure(zeros, element_spec))
     spx = max(1, int(getattr(model, "steps_per_execution", 1) or 1))
     idle = [math.ceil(steps_done / spx)]
-    model.make_train_function()
-    train_function = model.train_function
 
     def no_step(iterator: Any) -> dict[str, Any]:
         idle[0] -= 1
         if idle[0] <= 0:
-            model.train_function = train_function
+            # Made now, from the train step and optimizer as the callbacks' on_train_begin
+            # left them (per-step rows, the in-graph learning rate).
+            model.train_function = None
+            model.make_train_function()
             # The running metrics the backup put back: when every step of the epoch was done
             # before the stop (it stopped during validation), the epoch's logs are these.
             return model.get_metrics_result()
         return {}
 
+    setattr(no_step, PLACEHOLDER, True)
     model.train_function = no_step
     originals = {
         name: getattr(stack, name)

@@ -181,7 +181,9 @@ class HookLogger(TrainkitCallback):
             return
         self._record(*pending[:5], logs)
         if hook in ("on_epoch_end", "on_test_end", "on_train_end"):
-            self._flush(wait=hook != "on_epoch_end")
+            # The file is complete when fit or evaluate returns; a validation inside fit
+            # does not wait for the writer.
+            self._flush(wait=hook == "on_train_end" or (hook == "on_test_end" and not self._in_fit))
 
     def _write_pending(self) -> None:
         pending, self._pending = self._pending, None

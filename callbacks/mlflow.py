@@ -58,6 +58,7 @@ import logging
 import re
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -400,10 +401,14 @@ class MLflowLogger(TrainkitCallback):
         if rows and self.writer is not None:
             self.writer.add_rows(rows)
 
-    def flush_tracking(self, timeout: float) -> bool:
-        """Send the buffered points now (``trainkit.context.BuffersTracking``)."""
+    def hand_over_tracking(self) -> Callable[[float], bool]:
+        """Give the buffered rows to the writer now; the returned ``wait(timeout)`` waits until
+        they are in the store (``trainkit.context.BuffersTracking``)."""
         self._hand_over()
-        return self.writer.flush(timeout=timeout) if self.writer is not None else True
+        writer = self.writer
+        if writer is None:
+            return _written
+        return lambda timeout: writer.flush(timeout=timeout)
 
     def after_stack(self, hook: str, index: int | None, logs: dict[str, Any]) -> None:
         """Record what the whole stack left in the logs (called by the :class:`Stack`)."""
@@ -846,3 +851,7 @@ class MLflowLogger(TrainkitCallback):
             log.warning("MLflow: the model could not be logged; it is saved in %s", target)
         except Exception as exc:
             log.warning("MLflow: saving the model locally failed: %s", exc)
+
+
+def _written(timeout: float) -> bool:
+    return True

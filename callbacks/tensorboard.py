@@ -46,6 +46,7 @@ from __future__ import annotations
 import logging
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -198,15 +199,19 @@ class TensorBoardLogger(keras.callbacks.TensorBoard, TrainkitCallback):
         if "keras" not in (self._written or {}).get("train", ()):
             super()._write_keras_model_summary()
 
-    def flush_tracking(self, timeout: float) -> bool:
-        """Write the buffered ``batch_*`` scalars and flush every writer now
-        (``trainkit.context.BuffersTracking``): a backup calls it before committing, so a job
-        killed after the commit and resumed from it misses no step in its event files."""
+    def hand_over_tracking(self) -> Callable[[float], bool]:
+        """Give the buffered ``batch_*`` scalars to the background thread, then a flush of every
+        writer; the returned ``wait(timeout)`` waits until both are done
+        (``trainkit.context.BuffersTracking``): a backup waits for it before committing, so a
+        job killed after the commit and resumed from it misses no step in its event files."""
         self._submit_rows()
-        self._drain(timeout)  # the background thread's blocks, this one included, are written
+        thread = self._background()
+        thread.submit(self._flush_writers)
+        return thread.drain
+
+    def _flush_writers(self) -> None:
         for writer in [*self._writers.values(), *self._scalar_writers.values()]:
             writer.flush()
-        return True
 
     @property
     def _final_step(self) -> int:

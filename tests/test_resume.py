@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from callbacks.backup import Backup
 from callbacks.base import TrainkitCallback
 from tests import preloaded
 from trainkit import signals
@@ -108,6 +109,8 @@ class Hold(TrainkitCallback):
         marker = self.run_dir / "held"
         if (self._epoch, batch) != (self.epoch, self.batch) or marker.exists():
             return
+        for backup in self.context.find_all(Backup) if self.context is not None else []:
+            backup.wait()  # held after the last save's commit, which its writer thread makes
         marker.write_text(f"{self.epoch} {self.batch}")
         deadline = time.monotonic() + self.timeout
         while signals.requested() is None:

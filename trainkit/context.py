@@ -11,6 +11,7 @@ another by type (``isinstance(cb, Stateful)``) instead of probing attributes.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
@@ -221,11 +222,14 @@ class TakesStepRows(Protocol):
 class BuffersTracking(Protocol):
     """A callback that holds tracking points in memory for a background writer.
 
-    ``flush_tracking(timeout)`` sends what it holds and returns whether the store took it: a
-    backup calls it before committing, so a job killed after the commit lost no point.
+    ``hand_over_tracking()``, called on the training thread, gives what it holds to its writer
+    without waiting and returns ``wait(timeout) -> bool``, which any thread may call to wait
+    until those points are written (True when they are). A backup hands over when it takes its
+    snapshot and waits on its own writer thread before committing, so a job killed after the
+    commit lost no point, and the training thread never waits for a store.
     """
 
-    def flush_tracking(self, timeout: float) -> bool: ...
+    def hand_over_tracking(self) -> Callable[[float], bool]: ...
 
 
 @runtime_checkable

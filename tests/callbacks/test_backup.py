@@ -23,7 +23,7 @@ from tests.callbacks.cb_testing import (
     regression_data,
     weights_differ,
 )
-from trainkit.context import RunContext
+from trainkit.context import JobStatus, RunContext
 from trainkit.stack import build_stack
 
 STEPS = 4  # 32 samples, batch 8
@@ -41,7 +41,11 @@ def job(run_dir, callbacks, seed, epochs=4, steps_per_execution=1):
     else:
         model = make_model(optimizer="adam", seed=seed, steps_per_execution=steps_per_execution)
     stack = build_stack(callbacks, RunContext(run_dir=run_dir), model)
-    model.fit(DATA, epochs=epochs, shuffle=False, callbacks=stack.for_fit(epochs, STEPS))
+    try:
+        model.fit(DATA, epochs=epochs, shuffle=False, callbacks=stack.for_fit(epochs, STEPS))
+    except Exception:
+        stack.end_job(JobStatus.FAILED)  # as the job does: the backup's commits are finished
+        raise
     return model
 
 
@@ -120,8 +124,8 @@ def test_resumes_mid_epoch_at_the_saved_step(tmp_path):
     # the first step that trained started from the weights saved at global step 6
     assert_weights_equal(at_batch_2.weights, first.batch_weights[5])
     assert at_batch_2.iterations == 6
-    # the schedule continues at global step 6
-    assert second.batch_lr[2] == pytest.approx(0.01 * 0.5 ** (6 / STEPS))
+    # the schedule continues at global step 6: the step trained with its rate
+    assert second.step_lr[2] == pytest.approx(0.01 * 0.5 ** (6 / STEPS))
     assert int(model.optimizer.iterations.numpy()) == 2 * STEPS
     assert weights_differ(model.get_weights(), first.batch_weights[5])
 
