@@ -7,6 +7,7 @@ from typing import Any
 import keras
 
 from trainkit.models.registry import backbone_layers
+from trainkit.train_function import remake_train_function
 
 
 class BackboneFinetuning(keras.callbacks.Callback):
@@ -112,7 +113,7 @@ class BackboneFinetuning(keras.callbacks.Callback):
                     if isinstance(sublayer, keras.layers.BatchNormalization):
                         sublayer.trainable = False
         # The traced train function captured the old trainable variables.
-        self.model.make_train_function(force=True)
+        remake_train_function(self.model)
 
     def _say(self, message: str) -> None:
         if self.verbose:

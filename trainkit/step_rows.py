@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from trainkit.train_function import remake_train_function
+
 BLOCK_KEY = "_trainkit_step_block"
 COUNT_KEY = "_trainkit_step_count"
 # Scalars a step's logs may have; more are left out of the rows (the batch hook still has all).
@@ -76,8 +78,7 @@ class StepRows:
             return
         self._original = self.model.train_step
         self.model.train_step = self._step
-        self.model.train_function = None
-        self.model.make_train_function()
+        remake_train_function(self.model)
 
     def remove(self) -> None:
         """Give the model Keras's ``train_step`` back (the next fit makes a plain function)."""

@@ -125,7 +125,7 @@ class Recorder(keras.callbacks.Callback):
         self.epochs: list[int] = []
         self.batch_begin: list[tuple[int, int, dict]] = []
         self.batch_end: list[tuple[int, int, dict]] = []
-        self.batch_lr: list[float] = []
+        self.step_lr: list[float] = []
         self.epoch_begin_lr: list[float] = []
         self.epoch_logs: list[dict] = []
         self.epoch_weights: list[list[np.ndarray]] = []
@@ -147,11 +147,11 @@ class Recorder(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch, logs=None):
         self.batch_begin.append((self.epoch, batch, dict(logs or {})))
-        if self.lr:
-            self.batch_lr.append(self._lr())
 
     def on_train_batch_end(self, batch, logs=None):
         self.batch_end.append((self.epoch, batch, dict(logs or {})))
+        if self.lr:  # the rate the (last) step of the execution trained with
+            self.step_lr.append(self._lr())
         if self.record_batch_weights:
             self.batch_weights.append(self.model.get_weights())
         if self.first_batch_weights is None and logs and "loss" in logs:

@@ -91,14 +91,43 @@ def test_each_schedule_follows_its_formula_at_every_step(name):
     steps = [epoch * STEPS + batch for epoch, batch, _ in recorder.batch_begin]
     assert steps == list(range(TOTAL))
     expected = np.array([formula(s) for s in steps])
-    # what the optimizer variable holds (float32) when the step runs
-    np.testing.assert_allclose(recorder.batch_lr, expected, rtol=1e-5, atol=1e-9)
+    # what the optimizer variable holds (float32) once the step has run: the step set it
+    np.testing.assert_allclose(recorder.step_lr, expected, rtol=1e-5, atol=1e-9)
     # what the callback wrote into the batch logs, begin and end
     np.testing.assert_allclose([logs["lr"] for *_, logs in recorder.batch_begin], expected, 1e-5)
     np.testing.assert_allclose([logs["lr"] for *_, logs in recorder.batch_end], expected, 1e-5)
     # the epoch logs carry the rate of each epoch's last step
     epoch_lrs = [logs["lr"] for logs in recorder.epoch_logs]
     np.testing.assert_allclose(epoch_lrs, expected[STEPS - 1 :: STEPS], rtol=1e-5)
+
+
+def keras_schedule_weights(steps_per_execution: int) -> list[np.ndarray]:
+    """The model trained with the same rates by Keras's own in-graph schedule."""
+    model = make_model(lr=LR, steps_per_execution=steps_per_execution)
+    rate = keras.optimizers.schedules.ExponentialDecay(LR, decay_steps=STEPS, decay_rate=0.5)
+    model.compile(keras.optimizers.SGD(rate), "mse", steps_per_execution=steps_per_execution)
+    model.fit(DATA, epochs=EPOCHS, shuffle=False, verbose=0)
+    return model.get_weights()
+
+
+@pytest.mark.parametrize("steps_per_execution", [1, 2])
+def test_the_steps_train_with_the_schedules_rates(steps_per_execution):
+    """The outcome: the weights equal those of Keras's ExponentialDecay schedule, so every
+    step trained with its own rate, inside an execution of two steps too."""
+    schedule = LRSchedule("exponential", lr=LR, decay_rate=0.5, decay_epochs=1)
+    model = make_model(lr=LR, steps_per_execution=steps_per_execution)
+    model.fit(DATA, epochs=EPOCHS, shuffle=False, verbose=0, callbacks=[schedule])
+    for got, want in zip(
+        model.get_weights(), keras_schedule_weights(steps_per_execution), strict=True
+    ):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7)
+    # and not by chance: a constant rate trains another model
+    other = make_model(lr=LR, steps_per_execution=steps_per_execution)
+    other.fit(DATA, epochs=EPOCHS, shuffle=False, verbose=0, callbacks=[LRSchedule("constant")])
+    assert any(
+        not np.allclose(a, b, rtol=1e-5, atol=1e-7)
+        for a, b in zip(other.get_weights(), model.get_weights(), strict=True)
+    )
 
 
 def test_default_lr_is_the_optimizers_and_hydra_lists_are_accepted():
@@ -108,18 +137,20 @@ def test_default_lr_is_the_optimizers_and_hydra_lists_are_accepted():
     schedule = LRSchedule("step", milestones=milestones, gamma=0.1)
     recorder = Recorder(lr=True)
     fit([schedule, recorder], lr=0.5)
-    assert recorder.batch_lr[0] == pytest.approx(0.5)
-    assert recorder.batch_lr[2 * STEPS] == pytest.approx(0.05)
+    assert recorder.step_lr[0] == pytest.approx(0.5)
+    assert recorder.step_lr[2 * STEPS] == pytest.approx(0.05)
 
 
-def test_steps_per_execution_sets_the_rate_at_each_executions_first_step():
+def test_steps_per_execution_gives_each_step_its_rate():
     schedule = LRSchedule("exponential", lr=LR, decay_rate=0.5, decay_epochs=1)
     recorder = Recorder(lr=True)
     fit([schedule, recorder], steps_per_execution=2)
     begins = [(epoch, batch) for epoch, batch, _ in recorder.batch_begin]
     assert begins == [(e, b) for e in range(EPOCHS) for b in (0, 2)]
-    expected = [exponential(e * STEPS + b) for e, b in begins]
-    np.testing.assert_allclose(recorder.batch_lr, expected, rtol=1e-5)
+    # after an execution the variable holds its last step's rate, which the logs say too
+    expected = [exponential(e * STEPS + b + 1) for e, b in begins]
+    np.testing.assert_allclose(recorder.step_lr, expected, rtol=1e-5)
+    np.testing.assert_allclose([logs["lr"] for *_, logs in recorder.batch_end], expected, 1e-5)
 
 
 class HalveAtEpochEnd(keras.callbacks.Callback):
@@ -134,7 +165,7 @@ def test_a_rate_change_by_another_callback_becomes_a_factor_on_the_schedule():
     recorder = Recorder(lr=True)
     fit([schedule, HalveAtEpochEnd(), recorder])
     expected = [exponential(s) * (1 if s < STEPS else 0.5) for s in range(TOTAL)]
-    np.testing.assert_allclose(recorder.batch_lr, expected, rtol=1e-5)
+    np.testing.assert_allclose(recorder.step_lr, expected, rtol=1e-5)
     assert schedule.state_dict() == {"scale": pytest.approx(0.5)}
 
 
