@@ -1,8 +1,8 @@
 """What each callback costs a training step: extra microseconds and the ratio to no callback.
 
     python benchmarks/callback_overhead.py [--model mlp|cnn|both] [--rounds 5] [--steps 300]
-                                           [--epochs 2] [--only none,mlflow,full] [--spe 1,10]
-                                           [--loop]
+                                           [--epochs 3] [--only none,mlflow,full] [--spe 1,10]
+                                           [--loop] [--interleave [--block 50]]
 
 Two models, because a slow step hides a per-step cost that a fast one shows:
 
@@ -11,12 +11,13 @@ Two models, because a slow step hides a per-step cost that a fast one shows:
 * ``cnn``, the reference CNN (Conv32-Pool-Conv64-Pool-Conv128-GAP-Dense10, 94,538 params) on
   random 32x32x3 images, batch 64.
 
-Each run trains ``--epochs`` epochs (2) of ``--steps`` steps plus 5 validation steps, through
+Each run trains ``--epochs`` epochs (3) of ``--steps`` steps plus 5 validation steps, through
 the job's own wiring (:func:`trainkit.stack.build_stack`). The figure of a run is the wall time
-of the LAST epoch (the first traces the graphs) per step, from the end of the epoch before's
-hooks to the end of the last one's, so work done at epoch end counts. One-off starts that
-outlast the first epoch (MLflow's store helper process imports MLflow, 2-4 s here) need
-``--epochs 3`` or longer epochs to stay out of the measured one.
+per step of its steady epochs, from the end of the first epoch's hooks (the first traces the
+graphs and starts the writers) to the end of the last but one's: a middle epoch, with its
+validation and its end (the backup's save, the checkpoint, the loggers' flushes) as every
+epoch of a long run has them. The last epoch's end is not a steady one (the backup saves at
+``on_train_end`` instead); with ``--epochs 2`` it is the one measured all the same.
 
 Every configuration is measured **paired**: in each round it runs right beside a ``none`` run
 (alternating which goes first), and the table gives the median over rounds of the pair's
@@ -47,6 +48,18 @@ update_freq="batch")``; and with ``--spe 1,10``, ``full`` and ``none`` at
 process of :mod:`trainkit.tracking.store_process`; the rows marked ``(store writes in-process)``
 run ``mlflow`` and ``full`` with MLflow's writes in the training process instead, side by side.
 Each round's line says how many of the run's steps reached MLflow.
+
+``--interleave`` measures the stack's per-step cost without a baseline run: one fit per
+configuration, whose train batch hooks are called for ``--block`` steps and skipped for the next
+``--block``, in turn. The two halves of the comparison are milliseconds apart, so the machine's
+drift, which moves a paired ratio by +-15-40% here, cancels. Each pair of turns (an "on" block
+and the "off" block after it) gives the difference of their mean step times (the first 3 steps
+of each block and the epochs' last steps left out); the figure is the median pair's, as a burst
+of another process on this shared machine moves the mean of all pairs. The epoch end is measured
+in the same fit: the wall time of a steady epoch's last step (validation and every epoch-end
+hook) beside ``none``'s. The total adds both, an epoch end spread over ``--steps`` steps. In the
+off blocks the loggers get no rows, so their background writers do about half their work: what
+they cost the training thread is in the paired table.
 
 ``--loop`` measures each callback's own work on the training thread instead, without the
 noise of a shared machine: per configuration, after one epoch of ``--steps`` steps, the
@@ -373,10 +386,19 @@ def measure(
             stack.end_job(JobStatus.FINISHED)
         if mlflow.active_run() is not None:
             mlflow.end_run()
-    first, second = timer.marks[-2], timer.marks[-1]
-    wall, hooks, hooks_cpu, cpu = ((b - a) / steps for a, b in zip(first, second, strict=True))
+    first, last = steady_epochs(timer.marks)
+    measured = steps * (len(timer.marks) - 2 if len(timer.marks) > 2 else 1)
+    wall, hooks, hooks_cpu, cpu = ((b - a) / measured for a, b in zip(first, last, strict=True))
     LOGGED[run_dir] = steps_in_mlflow(stack)
     return wall, hooks, hooks_cpu, cpu
+
+
+def steady_epochs(marks: list[Any]) -> tuple[Any, Any]:
+    """The marks around the steady epochs: after the first's end, to the last but one's end
+    (with two epochs, the last's)."""
+    if len(marks) > 2:
+        return marks[0], marks[-2]
+    return marks[-2], marks[-1]
 
 
 IN_PROCESS = "(store writes in-process)"
@@ -478,6 +500,117 @@ def measure_loop(factory: Factory, run_dir: Path, steps: int, kind: str) -> tupl
     return min(loops) * 1e6, statistics.median(ends) * 1e3
 
 
+class Interleave:
+    """The stack's train batch hooks, called for ``block`` steps and skipped for the next
+    ``block``, in turn; each step's start time recorded (one ``perf_counter`` read)."""
+
+    def __init__(self, stack: Any, block: int) -> None:
+        self.block = block
+        self.starts: list[float] = []
+        self._begin, self._end = stack.on_train_batch_begin, stack.on_train_batch_end
+        stack.on_train_batch_begin = self.begin
+        stack.on_train_batch_end = self.end
+
+    def on(self) -> bool:
+        return (len(self.starts) - 1) // self.block % 2 == 0
+
+    def begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self.starts.append(time.perf_counter())
+        if self.on():
+            self._begin(batch, logs)
+
+    def end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self.on():
+            self._end(batch, logs)
+
+    def split(self, steps: int) -> tuple[list[float], list[float], list[float]]:
+        """Per pair of turns (an on block and the off block after it), the mean step time of
+        each, over the steady epochs' steps; and the epoch ends' durations (seconds)."""
+        durations = np.diff(np.asarray(self.starts))
+        blocks: dict[int, list[float]] = {}
+        ends: list[float] = []
+        for i in range(steps, len(durations)):  # the first epoch traces and starts writers
+            if (i + 1) % steps == 0:
+                ends.append(float(durations[i]))
+            elif i % self.block >= 3:
+                blocks.setdefault(i // self.block, []).append(float(durations[i]))
+        on: list[float] = []
+        off: list[float] = []
+        for index, values in sorted(blocks.items()):
+            following = blocks.get(index + 1)
+            if index % 2 == 0 and following:
+                on.append(statistics.fmean(values))
+                off.append(statistics.fmean(following))
+        return on, off, ends
+
+
+def measure_interleaved(
+    factory: Factory, run_dir: Path, steps: int, kind: str, epochs: int, block: int
+) -> tuple[float, float, float]:
+    """(mean s a step with the hooks on, with them off, median s of a steady epoch end): the
+    two means are those of the pair of turns whose difference is the median one."""
+    import mlflow
+
+    model, train, val = _fresh_model(kind, 1)
+    stack = build_stack(factory(run_dir), bench_context(run_dir), model)
+    turns = Interleave(stack, block)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            model.fit(train, validation_data=val, epochs=epochs, steps_per_epoch=steps,
+                      callbacks=stack.for_fit(epochs, steps), shuffle=False)  # fmt: skip
+    finally:
+        with contextlib.redirect_stdout(io.StringIO()):
+            stack.end_job(JobStatus.FINISHED)
+        if mlflow.active_run() is not None:
+            mlflow.end_run()
+    on, off, ends = turns.split(steps)  # (the last epoch's end, not a steady one, is not there)
+    # The median pair: a pair of turns hit by another process's burst moves the mean of all.
+    middle = sorted(range(len(on)), key=lambda i: on[i] - off[i])[len(on) // 2]
+    return on[middle], off[middle], statistics.median(ends)
+
+
+def interleave_table(configs: dict[str, Factory], args: argparse.Namespace, kind: str) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    names = [n for n in configs if not n.startswith("anchor")]
+    got: dict[str, list[tuple[float, float, float]]] = {n: [] for n in names}
+    with tempfile.TemporaryDirectory(prefix="trainkit-bench-") as tmp:
+        for round_ in range(max(1, args.rounds)):
+            for name in names:
+                run_dir = Path(tmp) / f"r{round_}-{name.replace(' ', '_')}"
+                on, off, end = measure_interleaved(
+                    configs[name], run_dir, args.steps, kind, max(args.epochs, 3), args.block
+                )
+                got[name].append((on, off, end))
+                print(
+                    f"{kind} round {round_ + 1}/{args.rounds} {name}: hooks on {on * 1e6:.1f} "
+                    f"us, off {off * 1e6:.1f} us, epoch end {end * 1e3:.1f} ms",
+                    flush=True,
+                )
+    base_end = statistics.median(end for _, _, end in got["none"])
+    t = Table(
+        "configuration", "step us (off)", "batch hooks us", "epoch end ms", "above none",
+        "total us/step", "x none", "rounds: batch hooks us",
+        title=(
+            f"{kind}: the stack on and off every {args.block} steps inside one fit "
+            f"({args.steps} steps an epoch; median of {args.rounds} rounds)"
+        ),
+    )  # fmt: skip
+    for name in names:
+        rows = got[name]
+        off = statistics.median(r[1] for r in rows)
+        hooks = statistics.median(r[0] - r[1] for r in rows)
+        end = statistics.median(r[2] for r in rows)
+        total = hooks + (end - base_end) / args.steps
+        t.add_row(
+            name, f"{off * 1e6:.0f}", f"{hooks * 1e6:+.1f}", f"{end * 1e3:.1f}",
+            f"{(end - base_end) * 1e3:+.1f}", f"{total * 1e6:+.1f}", f"{(off + total) / off:.3f}",
+            " ".join(f"{(r[0] - r[1]) * 1e6:+.0f}" for r in rows),
+        )  # fmt: skip
+    Console(width=170).print(t)
+
+
 def loop_table(configs: dict[str, Factory], args: argparse.Namespace, kind: str) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -510,7 +643,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", choices=["mlp", "cnn", "both"], default="both")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--steps", type=int, default=300, help="steps per epoch")
-    parser.add_argument("--epochs", type=int, default=2, help="the last one is measured")
+    parser.add_argument(
+        "--epochs", type=int, default=3, help="the steady ones (not the first) are measured"
+    )
     parser.add_argument("--only", default="", help="comma-separated configuration names")
     parser.add_argument(
         "--spe", default="1,10", help="steps_per_execution values; k > 1 runs full and none only"
@@ -518,6 +653,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--loop", action="store_true", help="each stack's hooks in a tight loop (see above)"
     )
+    parser.add_argument(
+        "--interleave", action="store_true", help="the stack on and off inside one fit"
+    )
+    parser.add_argument("--block", type=int, default=50, help="steps a turn (--interleave)")
     args = parser.parse_args(argv)
     for name in ("mlflow", "alembic", "tensorflow", "absl", "trainkit", "hydra"):
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -537,6 +676,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.loop:
         for kind in kinds:
             loop_table(configs, args, kind)
+        return 0
+    if args.interleave:
+        for kind in kinds:
+            interleave_table(configs, args, kind)
         return 0
     for kind in kinds:
         results: dict[str, list[tuple[Sample, Sample]]] = {label: [] for label, _, _ in runs}
@@ -598,8 +741,8 @@ def main(argv: list[str] | None = None) -> int:
                 ]
             )
         title = (
-            f"callback overhead, {kind}: epoch {args.epochs} of {args.steps} steps, batch {BATCH}, "
-            f"median of {args.rounds} pairs beside none"
+            f"callback overhead, {kind}: steady epochs of {args.steps} steps ({args.epochs} in "
+            f"all), batch {BATCH}, median of {args.rounds} pairs beside none"
         )
         table(title, rows)
     return 0
