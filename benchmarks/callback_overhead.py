@@ -40,8 +40,9 @@ training thread but still shows here, and on a machine with cores to spare it co
 time.
 
 Rows: ``none``; each module of ``callbacks/`` alone (its entry in ``conf/callbacks/full.yaml``
-if there is one, else its defaults); ``full`` (the composed stack, MLflow and TensorBoard
-logging every step); ``full without tracking`` (the library's own share); two anchors,
+if there is one, else its defaults), and ``lr_schedule`` with a per-step schedule
+(``warmup_cosine``) besides the stacks' constant one; ``full`` (the composed stack, MLflow and
+TensorBoard logging every step); ``full without tracking`` (the library's own share); two anchors,
 ``mlflow.keras.MlflowCallback(log_every_n_steps=1)`` and ``keras.callbacks.TensorBoard(
 update_freq="batch")``; and with ``--spe 1,10``, ``full`` and ``none`` at
 ``steps_per_execution=10`` too. MLflow writes to a temporary SQLite store, through the helper
@@ -57,9 +58,10 @@ and the "off" block after it) gives the difference of their mean step times (the
 of each block and the epochs' last steps left out); the figure is the median pair's, as a burst
 of another process on this shared machine moves the mean of all pairs. The epoch end is measured
 in the same fit: the wall time of a steady epoch's last step (validation and every epoch-end
-hook) beside ``none``'s. The total adds both, an epoch end spread over ``--steps`` steps. In the
-off blocks the loggers get no rows, so their background writers do about half their work: what
-they cost the training thread is in the paired table.
+hook) beside ``none``'s. The total adds both above ``none``'s (whose stack has Keras's progress
+bar), an epoch end spread over ``--steps`` steps. In the off blocks the loggers get no rows, so
+their background writers do about half their work: what they cost the training thread is in the
+paired table.
 
 ``--loop`` measures each callback's own work on the training thread instead, without the
 noise of a shared machine: per configuration, after one epoch of ``--steps`` steps, the
@@ -316,6 +318,12 @@ def configurations(only: set[str] | None) -> dict[str, Factory]:
         if name in ("mlflow", "tensorboard"):
             entry["log_every_n_steps"] = 1
         configs[name] = lambda run_dir, e={name: entry}: instantiate(e, run_dir)
+        if name == "lr_schedule":
+            # The stacks' schedule is constant; a per-step schedule changes the rate every step.
+            cosine = {**entry, "schedule": "warmup_cosine", "warmup_steps": 100}
+            configs["lr_schedule warmup_cosine"] = lambda run_dir, e={name: cosine}: instantiate(
+                e, run_dir
+            )
     if full is None:
         print("note: conf/callbacks/full.yaml does not exist yet: no 'full' row")
     else:
@@ -589,9 +597,10 @@ def interleave_table(configs: dict[str, Factory], args: argparse.Namespace, kind
                     flush=True,
                 )
     base_end = statistics.median(end for _, _, end in got["none"])
+    base_hooks = statistics.median(on - off for on, off, _ in got["none"])
     t = Table(
-        "configuration", "step us (off)", "batch hooks us", "epoch end ms", "above none",
-        "total us/step", "x none", "rounds: batch hooks us",
+        "configuration", "step us (off)", "batch hooks us", "above none", "epoch end ms",
+        "above none", "total above none us/step", "x none", "rounds: batch hooks us",
         title=(
             f"{kind}: the stack on and off every {args.block} steps inside one fit "
             f"({args.steps} steps an epoch; median of {args.rounds} rounds)"
@@ -602,13 +611,14 @@ def interleave_table(configs: dict[str, Factory], args: argparse.Namespace, kind
         off = statistics.median(r[1] for r in rows)
         hooks = statistics.median(r[0] - r[1] for r in rows)
         end = statistics.median(r[2] for r in rows)
-        total = hooks + (end - base_end) / args.steps
+        total = hooks - base_hooks + (end - base_end) / args.steps
         t.add_row(
-            name, f"{off * 1e6:.0f}", f"{hooks * 1e6:+.1f}", f"{end * 1e3:.1f}",
-            f"{(end - base_end) * 1e3:+.1f}", f"{total * 1e6:+.1f}", f"{(off + total) / off:.3f}",
+            name, f"{off * 1e6:.0f}", f"{hooks * 1e6:+.1f}", f"{(hooks - base_hooks) * 1e6:+.1f}",
+            f"{end * 1e3:.1f}", f"{(end - base_end) * 1e3:+.1f}", f"{total * 1e6:+.1f}",
+            f"{(off + base_hooks + total) / (off + base_hooks):.3f}",
             " ".join(f"{(r[0] - r[1]) * 1e6:+.0f}" for r in rows),
         )  # fmt: skip
-    Console(width=170).print(t)
+    Console(width=190).print(t)
 
 
 def loop_table(configs: dict[str, Factory], args: argparse.Namespace, kind: str) -> None:

@@ -451,6 +451,11 @@ CASES: dict[str, Case] = {
         "benchmark-overhead",
         append=("--rounds", "1", "--steps", "3", "--only", "timing", "--spe", "1"),
     ),
+    "python benchmarks/callback_overhead.py --model mlp --interleave": Case(
+        "benchmark-overhead-interleave",
+        append=("--rounds", "1", "--steps", "24", "--block", "6", "--only", "timing"),
+        check=lambda o: _assert_in(o.stdout, "the stack on and off every 6 steps", "timing"),
+    ),
     "python benchmarks/store_writes.py": Case(
         "benchmark-store-writes",
         append=("--rounds", "1", "--points", "30"),
