@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from callbacks.base import TrainkitCallback
 from trainkit.schedules import SCHEDULES, lr_table
 from trainkit.train_function import remake_train_function
 
@@ -21,7 +22,7 @@ _OPTIONS = {
 }
 
 
-class LRSchedule(keras.callbacks.Callback):
+class LRSchedule(TrainkitCallback):
     """Sets the optimizer's learning rate at every training step from a schedule.
 
     ``schedule`` is one of ``constant``, ``step``, ``exponential``, ``polynomial``,
@@ -33,10 +34,11 @@ class LRSchedule(keras.callbacks.Callback):
     assigns nothing per step; a host assignment (an eager op) cost 110-130 us a step on the
     fast-step benchmark model, more than a tenth of its step.
 
-    The step is ``epoch * steps_per_epoch + batch``, so ``initial_epoch`` and a resumed run
-    land at the right place: at the first batch of each epoch the graph's step is lined up with
-    it once (one read of the optimizer's step count). With ``steps_per_execution = k`` every
-    step of an execution gets its own rate, as with ``k = 1``.
+    The step is ``epoch * steps_per_epoch + batch`` (plus, in an epoch resumed in its middle by
+    the job, the steps done before the stop, from the stack's clock), so ``initial_epoch`` and a
+    resumed run land at the right place: at the first batch of each epoch the graph's step is
+    lined up with it once (one read of the optimizer's step count). With ``steps_per_execution =
+    k`` every step of an execution gets its own rate, as with ``k = 1``.
 
     Other callbacks may still change the rate between epochs (``ReduceLROnPlateau``,
     ``BackboneFinetuning``): at the first batch of each epoch the rate is read back once and a
@@ -71,6 +73,8 @@ class LRSchedule(keras.callbacks.Callback):
         #   lr_schedule: {_target_: callbacks.lr_schedule.LRSchedule,
         #                 schedule: one_cycle, lr: 0.003, pct_start: 0.25}
     """
+
+    uses_clock = True
 
     def __init__(
         self,
@@ -127,7 +131,9 @@ class LRSchedule(keras.callbacks.Callback):
         self._line_up = True
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        self._offset = epoch * self._steps_per_epoch
+        # An exactly resumed epoch's first batch hook is its step ``steps_in_epoch`` (the
+        # clock's count of the steps done before the stop), not 0.
+        self._offset = epoch * self._steps_per_epoch + self.clock.steps_in_epoch
         self._check_external = self.current_lr is not None
         self._line_up = True
 

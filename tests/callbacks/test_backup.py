@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import keras
+import numpy as np
 import pytest
 
 from callbacks.backbone_finetuning import BackboneFinetuning
@@ -190,3 +191,39 @@ def test_callbacks_listed_after_it_are_restored_too(tmp_path):
     # divided once in the first run (0.01 -> 0.001), restored with the optimizer, not again
     assert recorder.epoch_begin_lr == pytest.approx([0.001, 0.001])
     assert finetuning.lr_divided and model.get_layer("body").trainable
+
+
+@pytest.mark.parametrize("steps_per_execution", [1, 2])
+def test_a_job_resumed_mid_epoch_trains_on_the_schedules_rates(tmp_path, steps_per_execution):
+    """The job's exact resume (data positioned at the next batch, resume_within_epoch) with a
+    rate that changes every step: the resumed job ends with the uninterrupted one's weights."""
+    from callbacks.backup import resume_within_epoch
+
+    def schedule():
+        return LRSchedule("exponential", lr=0.01, decay_rate=0.5, decay_epochs=1)
+
+    def model_():
+        return make_model(optimizer="adam", seed=0, steps_per_execution=steps_per_execution)
+
+    whole = model_()
+    whole.fit(DATA, epochs=2, shuffle=False, verbose=0, callbacks=[schedule()])
+
+    cut = model_()
+    stack = build_stack([schedule(), RaiseAt(1, batch=2), Backup(save_every_n_steps=2)],
+                        RunContext(run_dir=tmp_path), cut)  # fmt: skip
+    with pytest.raises(Interrupted):
+        cut.fit(DATA, epochs=2, shuffle=False, callbacks=stack.for_fit(2, STEPS))
+    stack.end_job(JobStatus.FAILED)
+
+    rerun = model_()
+    backup = Backup(save_every_n_steps=2, verbose=0)
+    stack = build_stack([schedule(), backup], RunContext(run_dir=tmp_path), rerun)
+    epoch, steps_done = backup.resume_point()
+    assert (epoch, steps_done) == (1, 2)
+    data = DATA.skip(steps_done).repeat()  # epoch 1 only, from its third batch
+    resume_within_epoch(stack, rerun, epoch, steps_done, DATA.element_spec)
+    rerun.fit(data, epochs=2, steps_per_epoch=STEPS, callbacks=stack.for_fit(2, STEPS))
+    stack.end_job(JobStatus.FINISHED)
+    assert int(rerun.optimizer.iterations.numpy()) == 2 * STEPS
+    for got, want in zip(rerun.get_weights(), whole.get_weights(), strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
