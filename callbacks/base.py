@@ -304,21 +304,61 @@ class TrainkitCallback(keras.callbacks.Callback):
 
 def read_variables(variables: Sequence[Any]) -> list[Any]:
     """The current values of ``variables`` as a snapshot that later steps do not change:
-    TensorFlow tensors (one ``ReadVariableOp`` each; the runtime copies a buffer only when a
-    step writes it while the read is alive), numpy copies for a backend without one. Used by
-    the NaN guard's restore point, early stopping's best weights, TensorBoard's histograms and
-    the checkpoint's background saves.
+    TensorFlow tensors (a ``ReadVariableOp`` each; the runtime copies a buffer only when a step
+    writes it while the read is alive), numpy copies for a backend without one. Used by the
+    backup, the NaN guard's restore point, early stopping's best weights, TensorBoard's
+    histograms and the checkpoint's background saves.
 
-    An eager op costs 40-100 us on this project's CPUs: ``variable.numpy()`` (Keras's
+    An eager op costs 20-100 us on this project's CPUs: ``variable.numpy()`` (Keras's
     ``get_weights``) runs two (a read and an ``Identity``) and copies the buffer, about three
-    times what this read costs; convert a snapshot with :func:`to_numpy` where it is needed,
-    off the training thread or when it is read."""
+    times what a read costs. Plain (not distributed) variables, from :data:`TRACED_READ_FROM`
+    of them on, are read in one traced call instead of one eager op each: MobileNetV2 with
+    Adam's 580 variables in 2.0 ms instead of 10.1 here. Convert a snapshot with
+    :func:`to_numpy` where it is needed, off the training thread or when it is read."""
+    raws = [getattr(variable, "value", variable) for variable in variables]  # backend variables
+    if len(raws) >= TRACED_READ_FROM and _plain_tf_variables(raws):
+        return list(_traced_reader(raws)())
     values = []
-    for variable in variables:
-        raw = getattr(variable, "value", variable)  # a Keras variable's backend variable
+    for variable, raw in zip(variables, raws, strict=True):
         read = getattr(raw, "value", None)  # tf.Variable.value(): one ReadVariableOp
         values.append(read() if callable(read) else keras.ops.convert_to_numpy(variable))
     return values
+
+
+# Below this many variables the eager reads cost about what one traced call does.
+TRACED_READ_FROM = 16
+
+
+def _plain_tf_variables(raws: list[Any]) -> bool:
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return False
+    # A distributed variable's read may be a collective (a metric's under a multi-worker
+    # strategy): those keep their eager reads, at the point every worker reaches.
+    return all(
+        isinstance(raw, tf.Variable) and not isinstance(raw, tf.distribute.DistributedValues)
+        for raw in raws
+    )
+
+
+def _traced_reader(raws: list[Any]) -> Any:
+    """One ``tf.function`` per list of variables, kept on its first variable (a cycle the
+    garbage collector frees with the variables)."""
+    import tensorflow as tf
+
+    key = tuple(id(raw) for raw in raws)
+    readers = getattr(raws[0], "_trainkit_readers", None)
+    if readers is None:
+        readers = {}
+        raws[0]._trainkit_readers = readers
+    reader = readers.get(key)
+    if reader is None:
+        variables = list(raws)
+        reader = readers[key] = tf.function(
+            lambda: [variable.value() for variable in variables], autograph=False
+        )
+    return reader
 
 
 def to_numpy(values: Sequence[Any]) -> list[Any]:
