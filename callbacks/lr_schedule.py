@@ -123,11 +123,9 @@ class LRSchedule(TrainkitCallback):
         self.scale = 1.0
         self.current_lr = None
         self._check_external = False
-        if self._rate is None or self._rate.optimizer is not optimizer:
-            self._rate = InGraphRate.of(optimizer)
+        self._rate = InGraphRate.of(optimizer)
         self._rate.set_table(table)
         self._rate.install(self.model)
-        self._offset = 0
         self._line_up = True
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:

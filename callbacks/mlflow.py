@@ -405,10 +405,7 @@ class MLflowLogger(TrainkitCallback):
         """Give the buffered rows to the writer now; the returned ``wait(timeout)`` waits until
         they are in the store (``trainkit.context.BuffersTracking``)."""
         self._hand_over()
-        writer = self.writer
-        if writer is None:
-            return _written
-        return lambda timeout: writer.flush(timeout=timeout)
+        return self.writer.flush if self.writer is not None else _written
 
     def after_stack(self, hook: str, index: int | None, logs: dict[str, Any]) -> None:
         """Record what the whole stack left in the logs (called by the :class:`Stack`)."""
