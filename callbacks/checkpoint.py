@@ -14,6 +14,7 @@ from typing import Any
 
 from callbacks.base import TrainkitCallback, metric_direction, read_variables
 from trainkit.context import JobStatus
+from trainkit.keras_saving import prime_attr_skipsets
 from trainkit.tracking.writer import WorkerThread
 
 log = logging.getLogger(__name__)
@@ -297,6 +298,7 @@ class Checkpoint(TrainkitCallback):
 def _write(model: Any, target: Path, with_optimizer: bool) -> None:
     """``model`` to ``target`` as a ``.keras`` file, under a temporary name then renamed."""
     temporary = target.with_name(f".tmp-{target.name}")
+    prime_attr_skipsets()  # half a small model's save (trainkit.keras_saving)
     if with_optimizer:
         model.save(temporary)
     else:

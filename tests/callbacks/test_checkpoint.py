@@ -155,3 +155,31 @@ def test_background_saves_hold_the_weights_of_the_step_they_were_due(tmp_path, m
             loaded.predict(x, verbose=0), reference.predict(x, verbose=0), rtol=1e-6
         )
     assert checkpoint.best_model_path == str(folder / "epoch=004-val_loss=0.2000.keras")
+
+
+def test_saves_after_the_first_build_no_throwaway_keras_objects(tmp_path, monkeypatch):
+    """Keras's save builds a bare Optimizer, Layer, Metric and Loss to learn which attributes to
+    skip, and its cache of those sets never hits (trainkit.keras_saving): every checkpoint did
+    that work again, on the writer thread beside training. Only the first save may now."""
+    import threading
+
+    from keras.src.optimizers.optimizer import Optimizer
+
+    built: list[str] = []
+    init = Optimizer.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(threading.current_thread().name)
+        init(self, *args, **kwargs)
+
+    x, y = regression_data(32)
+    model = MODELS.get(optimizer="adam")
+    checkpoint = Checkpoint(save_top_k=-1)
+    checkpoint.set_context(RunContext(run_dir=tmp_path))
+    monkeypatch.setattr(Optimizer, "__init__", counting_init)
+    model.fit(batches(x, y), epochs=3, callbacks=[Script("val_loss", VAL_LOSS), checkpoint], **FIT)
+    saves = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert len(saves) == 4  # three best (all kept) and last
+    # The shadow model's compile builds one optimizer; the first save's skip sets one more.
+    writer_builds = [name for name in built if name == "trainkit-checkpoint"]
+    assert len(writer_builds) <= 1, built
