@@ -19,11 +19,11 @@ Cost and memory
     run of any length costs the same memory.
 
 Size on disk: rotation
-    When ``events.jsonl`` passes ``max_bytes`` (default 64 MiB) it is renamed
-    ``events.jsonl.1`` (the older ones shift to ``.2`` ...; ``keep`` of them are kept, default
-    2) and a new ``events.jsonl`` starts, so the log of a run of any length takes at most
-    ``(keep + 1) * max_bytes`` plus one block (about 200 MiB by default). ``max_bytes=null``
-    turns rotation off (the file then grows by about 0.3 kB a step).
+    When the next line would take ``events.jsonl`` past ``max_bytes`` (default 64 MiB) it is
+    renamed ``events.jsonl.1`` (the older ones shift to ``.2`` ...; ``keep`` of them are kept,
+    default 2) and a new ``events.jsonl`` starts, so the log of a run of any length takes at
+    most ``(keep + 1) * max_bytes`` (192 MiB by default). ``max_bytes=null`` turns rotation
+    off (the file then grows by about 0.27 kB a step with ``full``'s train logs).
 
 Hooks
     All 16: ``set_model``, ``set_params``, ``on_{train,test,predict}_{begin,end}``,
@@ -71,6 +71,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
+import orjson
 
 from callbacks.base import KERAS_HOOKS, TrainkitCallback
 from trainkit.tracking.flatten import REDACTED, is_secret_key, redact_uri
@@ -79,6 +80,17 @@ from trainkit.tracking.writer import WorkerThread
 logger = logging.getLogger("trainkit.hooks")
 
 ALL_HOOKS = KERAS_HOOKS
+
+
+def _logs_as_json(logs: dict[str, Any] | None) -> Any:
+    """The logs as JSON values. A train batch's logs are finite Python floats (the stack hands
+    them over as such): those are written as they are, without a walk through each value."""
+    if not logs:
+        return {}
+    for value in logs.values():
+        if type(value) is not float or value - value != 0.0:  # not a float, or inf / nan
+            return _jsonable(logs)
+    return logs
 
 
 def _jsonable(value: Any) -> Any:
@@ -138,7 +150,7 @@ class HookLogger(TrainkitCallback):
         self.max_bytes = int(max_bytes) if max_bytes is not None else None
         self.keep = int(keep)
         self.block_size = max(int(block_size), 1)
-        self._file: IO[str] | None = None
+        self._file: IO[bytes] | None = None
         self._target: Path | None = None
         self._size = 0
         self._buffer: list[tuple[Any, ...]] = []
@@ -232,8 +244,10 @@ class HookLogger(TrainkitCallback):
 
     # -- the writer thread ------------------------------------------------------------------
     def _write_block(self, block: list[tuple[Any, ...]], offset: float) -> None:
+        # orjson: a train batch's line in about a tenth of json.dumps's time (2 us a step
+        # instead of 13 here), which this thread would spend holding the GIL beside training.
         debug = logger.isEnabledFor(logging.DEBUG)
-        dumps = json.dumps
+        dumps = orjson.dumps
         lines = []
         for hook, phase, epoch, batch, now, dt, first_batch, logs in block:
             event = {
@@ -246,35 +260,41 @@ class HookLogger(TrainkitCallback):
             }
             if first_batch is not None:
                 event["first_batch"] = first_batch
-            event["logs"] = _jsonable(logs) if logs else {}
-            line = dumps(event)
+            event["logs"] = _logs_as_json(logs)
+            try:
+                line = dumps(event)
+            except TypeError:  # what orjson does not write (an int beyond 64 bits, a key not str)
+                event["logs"] = _jsonable(logs) if logs else {}
+                line = json.dumps(event).encode()
             lines.append(line)
             if debug:
-                logger.debug(line)
+                logger.debug(line.decode())
         self._write_lines(lines)
 
-    def _write_lines(self, lines: list[str]) -> None:
+    def _write_lines(self, lines: list[bytes]) -> None:
         if self._file is None:
             self._open()
         assert self._file is not None
         limit = self.max_bytes
         start = 0
         if limit is not None:
-            # Rotate between lines: a line never spans two files.
+            # Rotate between lines: a line never spans two files, and a file passes the limit
+            # only with a single line longer than it.
             for i, line in enumerate(lines):
-                self._size += len(line) + 1
-                if self._size > limit and i > start:
-                    self._file.write("\n".join(lines[start:i]) + "\n")
+                size = len(line) + 1
+                if self._size + size > limit and self._size > 0:
+                    if i > start:
+                        self._file.write(b"\n".join(lines[start:i]) + b"\n")
                     self._rotate()
                     start = i
-                    self._size = len(line) + 1
+                self._size += size
         if start < len(lines):
-            self._file.write("\n".join(lines[start:]) + "\n")
+            self._file.write(b"\n".join(lines[start:]) + b"\n")
         self._file.flush()
 
     def _open(self) -> None:
         self._target = self.run_path(self.relative_path)
-        self._file = open(self._target, "a", encoding="utf-8")  # noqa: SIM115 - kept open
+        self._file = open(self._target, "ab")  # noqa: SIM115 - kept open
         self._size = self._file.tell()
 
     def _rotate(self) -> None:
@@ -291,7 +311,7 @@ class HookLogger(TrainkitCallback):
             for older, newer in zip(reversed(rotated), reversed(newer_ones), strict=True):
                 if newer.exists():
                     newer.replace(older)
-        self._file = open(target, "a", encoding="utf-8")  # noqa: SIM115 - kept open
+        self._file = open(target, "ab")  # noqa: SIM115 - kept open
         self._size = 0
 
     def close(self) -> None:
