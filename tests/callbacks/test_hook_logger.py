@@ -234,3 +234,27 @@ def test_in_a_stack_every_line_holds_the_keys_of_callbacks_placed_after_it(
     times = [e["wall_time"] for e in events]
     assert times == sorted(times) and all(e["dt"] >= 0 for e in events)
     assert abs(times[-1] - time.time()) < 60
+
+
+def test_lines_keep_non_finite_numpy_and_secret_values_readable(tmp_path):
+    """A train batch's float logs are written as they are; anything else (nan, inf, numpy
+    scalars, a token under a secret's name, an int beyond 64 bits) as before, as valid JSON."""
+    import numpy as np
+
+    logger = HookLogger(block_size=1)
+    logger.set_context(RunContext(run_dir=tmp_path))
+    rows = [
+        {"loss": 0.25, "accuracy": 0.5},
+        {"loss": float("nan"), "val_loss": float("inf")},
+        {"loss": np.float32(0.5), "count": np.int64(3), "shape": np.zeros((2, 3))},
+        {"api_token": "tok-secret", "url": "https://user:pw@host/x", "big": 2**70},
+    ]
+    for batch, logs in enumerate(rows):
+        logger._emit("on_test_batch_end", "test", batch, logs)
+    logger.close()
+    got = [e["logs"] for e in read_events(tmp_path / "events.jsonl")]
+    assert got[0] == {"loss": 0.25, "accuracy": 0.5}
+    assert got[1] == {"loss": "nan", "val_loss": "inf"}
+    assert got[2] == {"loss": 0.5, "count": 3, "shape": {"shape": [2, 3]}}
+    assert got[3]["api_token"] == "***" and "pw" not in got[3]["url"]
+    assert got[3]["big"] == 2**70
