@@ -311,6 +311,15 @@ class Backup(TrainkitCallback):
         if self._where is None or self._where[0] != epoch:
             self._where = (epoch, 0)
 
+    def needs_batch_hook(self, hook: str) -> bool:
+        # The begin hook only starts a resumed epoch's skipped steps.
+        return hook != "on_train_batch_begin" or bool(self._skip_steps)
+
+    @property
+    def after_stack_batches(self) -> bool:
+        """Only saves every N steps wait for the stack's end of a step (``after_stack``)."""
+        return bool(self.save_every_n_steps)
+
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self._skip_steps:
             self._install_skipper()

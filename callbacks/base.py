@@ -264,6 +264,14 @@ class TrainkitCallback(keras.callbacks.Callback):
     def on_job_end(self, status: JobStatus) -> None:
         """Called once by the job when everything has run; override to flush and close."""
 
+    def needs_batch_hook(self, hook: str) -> bool:
+        """Whether the stack should call ``hook`` (a batch hook this class overrides) in the
+        phase that begins. The stack asks at each ``on_{train,test,predict}_begin``, after every
+        callback's own: a callback whose options leave a batch hook with nothing to do returns
+        False, and a step makes one Python call less (batch hooks are the hot path). Outside a
+        stack Keras calls every hook, so the hook itself must still be right to call."""
+        return True
+
     # -- a clock of its own outside a stack --------------------------------------------------
 
     def set_model(self, model: Any) -> None:

@@ -169,6 +169,9 @@ class Checkpoint(TrainkitCallback):
         self._direction = None
         self.directory.mkdir(parents=True, exist_ok=True)
 
+    def needs_batch_hook(self, hook: str) -> bool:
+        return hook != "on_train_batch_end" or bool(self.every_n_steps)
+
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if not self.clock.due(self.every_n_steps):
             return

@@ -147,7 +147,10 @@ class Progress(TrainkitCallback):
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._epoch = epoch
-        self._epoch_start = self._last_batch_end = time.perf_counter()
+        self._epoch_start = time.perf_counter()
+        # When this epoch's training ended: the last batch hook's time with a live display, or
+        # the time validation began (without a display the stack does not call the batch hook).
+        self._last_batch_end: float | None = None
         self._steps_done = 0
         self._next_refresh = 0.0
         if self._display is not None:
@@ -160,6 +163,10 @@ class Progress(TrainkitCallback):
                 metrics="",
             )
             self._display.refresh()
+
+    def needs_batch_hook(self, hook: str) -> bool:
+        # Without a live display the epoch's line reads the clock: no call a step.
+        return hook != "on_train_batch_end" or self._display is not None
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self._steps_done = self.clock.steps_in_epoch  # clipped under steps_per_execution
@@ -175,12 +182,14 @@ class Progress(TrainkitCallback):
         self._display.refresh()
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        seconds = time.perf_counter() - self._epoch_start
-        steps = self._steps_done
+        now = time.perf_counter()
+        seconds = now - self._epoch_start
+        steps = self.clock.steps_in_epoch  # clipped under steps_per_execution
         if self._steps is None:
             self._steps = steps
         # The rate counts training only, not the validation that ran since the last batch.
-        rate = self._rate(steps, self._last_batch_end - self._epoch_start)
+        train_end = self._last_batch_end if self._last_batch_end is not None else now
+        rate = self._rate(steps, train_end - self._epoch_start)
         line = _line(
             f"Epoch {epoch + 1}/{self._epochs}",
             _steps(steps),
@@ -210,6 +219,8 @@ class Progress(TrainkitCallback):
         self._test_start = time.perf_counter()
         self._test_steps_done = 0
         if self._in_fit:
+            if self._display is None:
+                self._last_batch_end = self._test_start
             if self._display is not None:
                 self._test_task = self._display.add_task(
                     "validate", total=self._val_steps, rate="", metrics=""

@@ -219,13 +219,7 @@ class Stack(keras.callbacks.CallbackList):
             if isinstance(callback, TrainkitCallback):
                 callback.set_clock(self.clock)
         self._observers = [cb for cb in self.user_callbacks if isinstance(cb, LogsObserver)]
-        # A recorder that keeps a reference to the batch logs and reads them later (the hook
-        # log, MLflow, TensorBoard) sets after_stack_batches = False: one call less a step.
-        self._after_batch = tuple(
-            observer.after_stack
-            for observer in self._observers
-            if getattr(observer, "after_stack_batches", True)
-        )
+        self._after_batch: tuple[Any, ...] = ()
         # Under steps_per_execution > 1: every step's metrics, for the recorders that take them.
         self._row_takers = tuple(
             cb.on_train_steps for cb in self.user_callbacks if isinstance(cb, TakesStepRows)
@@ -273,8 +267,8 @@ class Stack(keras.callbacks.CallbackList):
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self.clock.train_begin(self.params, self.model)
         self._install_step_rows()
-        self._bind_batch_hooks()
         super().on_train_begin(logs)
+        self._bind_batch_hooks()  # after the callbacks' own: their options are set up
 
     def _install_step_rows(self) -> None:
         """With ``k > 1`` steps an execution and a recorder that takes rows: the model's train
@@ -292,12 +286,12 @@ class Stack(keras.callbacks.CallbackList):
             self._step_rows.remove()
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self._bind_batch_hooks()
         super().on_test_begin(logs)
+        self._bind_batch_hooks()
 
     def on_predict_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self._bind_batch_hooks()
         super().on_predict_begin(logs)
+        self._bind_batch_hooks()
 
     # -- batch hooks: the hot path --------------------------------------------------------------
 
@@ -308,8 +302,12 @@ class Stack(keras.callbacks.CallbackList):
         defaults included (History's, most loggers' ``on_train_batch_begin``): a Python call
         each. The stack calls only the hooks a callback overrides (Keras marks its defaults
         ``_is_default``; the default of ``on_train_batch_end`` forwards to the legacy
-        ``on_batch_end``, so overriding either counts), in the list's order. Bound at each
-        ``on_*_begin``, after the hook profiler has wrapped what it times.
+        ``on_batch_end``, so overriding either counts), in the list's order, and of those only
+        the ones the callback needs under its options (``TrainkitCallback.needs_batch_hook``).
+        Bound at each ``on_*_begin``, after every callback's own (the hook profiler has wrapped
+        what it times). A recorder that keeps a reference to the batch logs and reads them
+        later (the hook log, MLflow, TensorBoard) sets ``after_stack_batches = False``: it gets
+        no ``after_stack`` call after each train batch.
         """
         legacy = {"on_train_batch_begin": "on_batch_begin", "on_train_batch_end": "on_batch_end"}
         self._batch_hooks = {}
@@ -319,6 +317,8 @@ class Stack(keras.callbacks.CallbackList):
             for callback in self.callbacks:
                 method = getattr(callback, hook)
                 old = legacy.get(hook)
+                if isinstance(callback, TrainkitCallback) and not callback.needs_batch_hook(hook):
+                    continue
                 if not getattr(method, "_is_default", False) or (
                     old is not None and not getattr(getattr(callback, old), "_is_default", False)
                 ):
@@ -329,6 +329,11 @@ class Stack(keras.callbacks.CallbackList):
                 self._batch_hooks[hook] = _TimedHooks(timed)
             else:
                 self._batch_hooks[hook] = tuple(bound)
+        self._after_batch = tuple(
+            observer.after_stack
+            for observer in self._observers
+            if getattr(observer, "after_stack_batches", True)
+        )
 
     def _dispatch(self, hook: str, batch: int, logs: dict[str, Any] | None) -> None:
         hooks = self._batch_hooks[hook]

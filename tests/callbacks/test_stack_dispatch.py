@@ -100,3 +100,38 @@ def test_the_profiler_counts_batch_hooks_timed_by_the_stack(tmp_path, tiny_model
     assert any(stats is not None for _, stats in hooks.pairs)
     assert 0 <= timing_cost() < 5e-6  # one clock read and three list updates
     assert profiler.summary()["profiler_overhead_s"] >= 0
+
+
+def test_hooks_idle_under_their_options_are_not_called(tmp_path, tiny_model, tiny_data, capsys):
+    """A step calls only the batch hooks that have work under the callbacks' options; what
+    those callbacks write is the same either way."""
+
+    from callbacks.backup import Backup
+    from callbacks.checkpoint import Checkpoint
+    from callbacks.progress import Progress
+
+    def bound(stack, hook):
+        hooks = stack._batch_hooks[hook]
+        methods = [m for m, _ in hooks.pairs] if hasattr(hooks, "pairs") else list(hooks)
+        return {type(m.__self__).__name__ for m in methods}
+
+    idle = [Progress(mode="plain"), Checkpoint(save_top_k=0), Backup(verbose=0)]
+    stack = fit(tmp_path / "idle", idle, tiny_model, tiny_data, epochs=2)
+    # without a live display, step files or saves every N steps, no call a step from these
+    assert bound(stack, "on_train_batch_begin") == set()
+    assert bound(stack, "on_train_batch_end") == {"Backup"}  # where a signal stops the job
+    assert stack._after_batch == ()
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Epoch")]
+    assert len(lines) == 2 and all(" - 4 steps - " in line and "/s - " in line for line in lines)
+    assert (tmp_path / "idle" / "checkpoints" / "last.keras").exists()
+
+    busy = [
+        Progress(mode="plain"),
+        Checkpoint(save_top_k=0, every_n_steps=3),
+        Backup(save_every_n_steps=3, verbose=0),
+    ]
+    stack = fit(tmp_path / "busy", busy, tiny_model, tiny_data, epochs=2)
+    assert bound(stack, "on_train_batch_end") == {"Checkpoint", "Backup"}
+    assert [hook.__self__ for hook in stack._after_batch] == [busy[2]]
+    steps = sorted(p.name for p in (tmp_path / "busy" / "checkpoints").glob("step=*"))
+    assert steps == ["step=00000003.keras", "step=00000006.keras"]
