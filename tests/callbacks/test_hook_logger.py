@@ -174,9 +174,12 @@ def test_rotation_bounds_the_files_and_keeps_every_line_in_order(
     assert ends == list(range(32 - len(ends), 32))  # the last ones, none missing
 
 
-def test_a_block_is_written_by_the_thread_at_epoch_end(tmp_path, reused_tiny_model, tiny_data):
-    """The file holds an epoch's lines once that epoch has ended (written off the training
-    thread), and everything once fit has returned."""
+def test_lines_are_handed_over_at_batch_begins_not_at_epoch_ends(
+    tmp_path, reused_tiny_model, tiny_data
+):
+    """The writer thread gets the lines at a train batch's begin hook (every flush_interval
+    seconds; 0 here: every batch), never at an epoch's end, where the training thread runs
+    validation and the epoch-end hooks; everything is in the file once fit has returned."""
     seen = []
 
     class Reader(TrainkitCallback):
@@ -185,11 +188,12 @@ def test_a_block_is_written_by_the_thread_at_epoch_end(tmp_path, reused_tiny_mod
             seen.append(len((tmp_path / "events.jsonl").read_text().splitlines()))
 
     x, y = tiny_data(16)
-    logger = HookLogger()
+    logger = HookLogger(flush_interval=0)
     logger.set_context(RunContext(run_dir=tmp_path))
     reused_tiny_model().fit(x, y, batch_size=2, epochs=2, callbacks=[logger, Reader()], verbose=0)
-    # set_model, set_params, on_train_begin, then per epoch: begin + 8 x 2 batch hooks + end
-    assert seen == [3 + 18, 3 + 36]
+    # set_model, set_params, on_train_begin, then per epoch: begin + 8 x 2 batch hooks + end;
+    # at an epoch's end the file ends with that epoch's last batch begin
+    assert seen == [3 + 1 + 15, 3 + 18 + 1 + 15]
     assert len((tmp_path / "events.jsonl").read_text().splitlines()) == 3 + 36 + 1
     logger.close()
 
