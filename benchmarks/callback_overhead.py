@@ -61,7 +61,10 @@ in the same fit: the wall time of a steady epoch's last step (validation and eve
 hook) beside ``none``'s. The total adds both above ``none``'s (whose stack has Keras's progress
 bar), an epoch end spread over ``--steps`` steps. In the off blocks the loggers get no rows, so
 their background writers do about half their work: what they cost the training thread is in the
-paired table.
+paired table. The column ``writers' cpu`` is what they did: the CPU time of the stack's writer
+threads (``trainkit-*``) and of MLflow's store helper over the fit, a step (their per-step
+rows from the on blocks only, so about twice this with every step recorded). On a machine with
+a core to spare it runs beside training; here, with two, it competes with TensorFlow's.
 
 ``--loop`` measures each callback's own work on the training thread instead, without the
 noise of a shared machine: per configuration, after one epoch of ``--steps`` steps, the
@@ -552,11 +555,29 @@ class Interleave:
         return on, off, ends
 
 
+def background_cpu() -> float:
+    """CPU seconds of the stack's writer threads (``trainkit-*``) and of child processes
+    (MLflow's store helper): work done beside the training thread."""
+    import threading
+
+    import psutil
+
+    names = {thread.native_id: thread.name for thread in threading.enumerate()}
+    process = psutil.Process()
+    total = sum(
+        t.user_time + t.system_time
+        for t in process.threads()
+        if names.get(t.id, "").startswith("trainkit-")
+    )
+    return total + cpu_with_children() - time.process_time()
+
+
 def measure_interleaved(
     factory: Factory, run_dir: Path, steps: int, kind: str, epochs: int, block: int
-) -> tuple[float, float, float]:
-    """(mean s a step with the hooks on, with them off, median s of a steady epoch end): the
-    two means are those of the pair of turns whose difference is the median one."""
+) -> tuple[float, float, float, float]:
+    """(mean s a step with the hooks on, with them off, median s of a steady epoch end, CPU s
+    of the background writers a step): the two means are those of the pair of turns whose
+    difference is the median one."""
     import mlflow
 
     model, train, val = _fresh_model(kind, 1)
@@ -566,6 +587,7 @@ def measure_interleaved(
         with contextlib.redirect_stdout(io.StringIO()):
             model.fit(train, validation_data=val, epochs=epochs, steps_per_epoch=steps,
                       callbacks=stack.for_fit(epochs, steps), shuffle=False)  # fmt: skip
+        background = background_cpu() / (epochs * steps)
     finally:
         with contextlib.redirect_stdout(io.StringIO()):
             stack.end_job(JobStatus.FINISHED)
@@ -574,7 +596,7 @@ def measure_interleaved(
     on, off, ends = turns.split(steps)  # (the last epoch's end, not a steady one, is not there)
     # The median pair: a pair of turns hit by another process's burst moves the mean of all.
     middle = sorted(range(len(on)), key=lambda i: on[i] - off[i])[len(on) // 2]
-    return on[middle], off[middle], statistics.median(ends)
+    return on[middle], off[middle], statistics.median(ends), background
 
 
 def interleave_table(configs: dict[str, Factory], args: argparse.Namespace, kind: str) -> None:
@@ -582,25 +604,26 @@ def interleave_table(configs: dict[str, Factory], args: argparse.Namespace, kind
     from rich.table import Table
 
     names = [n for n in configs if not n.startswith("anchor")]
-    got: dict[str, list[tuple[float, float, float]]] = {n: [] for n in names}
+    got: dict[str, list[tuple[float, float, float, float]]] = {n: [] for n in names}
     with tempfile.TemporaryDirectory(prefix="trainkit-bench-") as tmp:
         for round_ in range(max(1, args.rounds)):
             for name in names:
                 run_dir = Path(tmp) / f"r{round_}-{name.replace(' ', '_')}"
-                on, off, end = measure_interleaved(
+                on, off, end, background = measure_interleaved(
                     configs[name], run_dir, args.steps, kind, max(args.epochs, 3), args.block
                 )
-                got[name].append((on, off, end))
+                got[name].append((on, off, end, background))
                 print(
                     f"{kind} round {round_ + 1}/{args.rounds} {name}: hooks on {on * 1e6:.1f} "
                     f"us, off {off * 1e6:.1f} us, epoch end {end * 1e3:.1f} ms",
                     flush=True,
                 )
-    base_end = statistics.median(end for _, _, end in got["none"])
-    base_hooks = statistics.median(on - off for on, off, _ in got["none"])
+    base_end = statistics.median(r[2] for r in got["none"])
+    base_hooks = statistics.median(r[0] - r[1] for r in got["none"])
     t = Table(
         "configuration", "step us (off)", "batch hooks us", "above none", "epoch end ms",
-        "above none", "total above none us/step", "x none", "rounds: batch hooks us",
+        "above none", "total above none us/step", "x none", "writers' cpu us/step",
+        "rounds: batch hooks us",
         title=(
             f"{kind}: the stack on and off every {args.block} steps inside one fit "
             f"({args.steps} steps an epoch; median of {args.rounds} rounds)"
@@ -616,9 +639,10 @@ def interleave_table(configs: dict[str, Factory], args: argparse.Namespace, kind
             name, f"{off * 1e6:.0f}", f"{hooks * 1e6:+.1f}", f"{(hooks - base_hooks) * 1e6:+.1f}",
             f"{end * 1e3:.1f}", f"{(end - base_end) * 1e3:+.1f}", f"{total * 1e6:+.1f}",
             f"{(off + base_hooks + total) / (off + base_hooks):.3f}",
+            f"{statistics.median(r[3] for r in rows) * 1e6:.1f}",
             " ".join(f"{(r[0] - r[1]) * 1e6:+.0f}" for r in rows),
         )  # fmt: skip
-    Console(width=190).print(t)
+    Console(width=210).print(t)
 
 
 def loop_table(configs: dict[str, Factory], args: argparse.Namespace, kind: str) -> None:
