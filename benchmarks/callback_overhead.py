@@ -62,9 +62,10 @@ hook) beside ``none``'s. The total adds both above ``none``'s (whose stack has K
 bar), an epoch end spread over ``--steps`` steps. In the off blocks the loggers get no rows, so
 their background writers do about half their work: what they cost the training thread is in the
 paired table. The column ``writers' cpu`` is what they did: the CPU time of the stack's writer
-threads (``trainkit-*``) and of MLflow's store helper over the fit, a step (their per-step
-rows from the on blocks only, so about twice this with every step recorded). On a machine with
-a core to spare it runs beside training; here, with two, it competes with TensorFlow's.
+threads (``trainkit-*``) and of MLflow's store helper over the steady epochs, a step (their
+per-step rows from the on blocks only, so about twice this with every step recorded; read from
+``/proc`` in 10 ms ticks). On a machine with a core to spare it runs beside training; here,
+with two, it competes with TensorFlow's threads.
 
 ``--loop`` measures each callback's own work on the training thread instead, without the
 noise of a shared machine: per configuration, after one epoch of ``--steps`` steps, the
@@ -513,11 +514,15 @@ def measure_loop(factory: Factory, run_dir: Path, steps: int, kind: str) -> tupl
 
 class Interleave:
     """The stack's train batch hooks, called for ``block`` steps and skipped for the next
-    ``block``, in turn; each step's start time recorded (one ``perf_counter`` read)."""
+    ``block``, in turn; each step's start time recorded (one ``perf_counter`` read), and at
+    each epoch's first step the background writers' CPU so far (:func:`background_cpu`, after
+    the clock read: that step's time is not measured)."""
 
-    def __init__(self, stack: Any, block: int) -> None:
+    def __init__(self, stack: Any, block: int, steps: int) -> None:
         self.block = block
+        self.steps = steps
         self.starts: list[float] = []
+        self.background: list[float] = []
         self._begin, self._end = stack.on_train_batch_begin, stack.on_train_batch_end
         stack.on_train_batch_begin = self.begin
         stack.on_train_batch_end = self.end
@@ -527,6 +532,8 @@ class Interleave:
 
     def begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self.starts.append(time.perf_counter())
+        if len(self.starts) % self.steps == 1:
+            self.background.append(background_cpu())
         if self.on():
             self._begin(batch, logs)
 
@@ -569,7 +576,11 @@ def background_cpu() -> float:
         for t in process.threads()
         if names.get(t.id, "").startswith("trainkit-")
     )
-    return total + cpu_with_children() - time.process_time()
+    for child in process.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            times = child.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def measure_interleaved(
@@ -582,12 +593,11 @@ def measure_interleaved(
 
     model, train, val = _fresh_model(kind, 1)
     stack = build_stack(factory(run_dir), bench_context(run_dir), model)
-    turns = Interleave(stack, block)
+    turns = Interleave(stack, block, steps)
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             model.fit(train, validation_data=val, epochs=epochs, steps_per_epoch=steps,
                       callbacks=stack.for_fit(epochs, steps), shuffle=False)  # fmt: skip
-        background = background_cpu() / (epochs * steps)
     finally:
         with contextlib.redirect_stdout(io.StringIO()):
             stack.end_job(JobStatus.FINISHED)
@@ -596,6 +606,9 @@ def measure_interleaved(
     on, off, ends = turns.split(steps)  # (the last epoch's end, not a steady one, is not there)
     # The median pair: a pair of turns hit by another process's burst moves the mean of all.
     middle = sorted(range(len(on)), key=lambda i: on[i] - off[i])[len(on) // 2]
+    # the steady epochs: from the second epoch's first step to the last one's
+    marks = turns.background[1:]
+    background = (marks[-1] - marks[0]) / ((len(marks) - 1) * steps)
     return on[middle], off[middle], statistics.median(ends), background
 
 

@@ -221,7 +221,7 @@ class Progress(TrainkitCallback):
         if self._in_fit:
             if self._display is None:
                 self._last_batch_end = self._test_start
-            if self._display is not None:
+            else:
                 self._test_task = self._display.add_task(
                     "validate", total=self._val_steps, rate="", metrics=""
                 )
