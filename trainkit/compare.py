@@ -110,18 +110,24 @@ def comparison_figure(reports: Sequence[dict[str, Any]]) -> tuple[Any, list[Any]
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     points = []
+    sizes = []
     for report in reports:
         x, y = report.get("gmacs") or 0.0, report.get("test_accuracy") or 0.0
-        axes.scatter([x], [y], s=20 + 4 * float(report.get("params") or 0.0), alpha=0.6)
+        size = 20 + 4 * float(report.get("params") or 0.0)
+        axes.scatter([x], [y], s=size, alpha=0.6)
         points.append((str(report.get("model")), x, y))
+        sizes.append(size)
     axes.set_xscale("log")
+    costs = [x for _, x, _ in points if x > 0]
+    if costs:  # room on both sides for a label beside the first and the last marker
+        axes.set_xlim(min(costs) / 1.6, max(costs) * 2.2)
     axes.set_ylim(min(0.0, *(y for _, _, y in points)), 1.08)  # the markers at 1.0 whole
     axes.set_xlabel("GMACs per image (log)")
     axes.set_ylabel("test accuracy")
     axes.set_title("models under one budget (marker area: parameters)")
     axes.grid(alpha=0.3)
     figure.tight_layout()
-    return figure, place_labels(axes, points)
+    return figure, place_labels(axes, points, sizes)
 
 
 # Where a label may go around its marker, in points, tried in this order: beside it, then
@@ -140,15 +146,27 @@ def _text_box(label: Any, renderer: Any) -> Any:
     return Text.get_window_extent(label, renderer)
 
 
-def place_labels(axes: Any, points: Sequence[tuple[str, float, float]]) -> list[Any]:
+def place_labels(
+    axes: Any, points: Sequence[tuple[str, float, float]], sizes: Sequence[float] = ()
+) -> list[Any]:
     """Name each marker with the first offset (of :data:`_OFFSETS`) whose text overlaps no label
-    placed before it and stays inside the axes (else the first inside the axes); models with
-    the same cost and accuracy (the chance-level ones) would otherwise print over each other.
-    Labels are placed from the top down; one moved away from its marker has a thin line to it."""
+    placed before it and no other model's marker (``sizes``: their areas in points squared),
+    and stays inside the axes (else the first inside the axes); models with the same cost and
+    accuracy (the chance-level ones) would otherwise print over each other. Labels are placed
+    from the top down; one moved away from its marker has a thin line to it."""
+    from matplotlib.transforms import Bbox
+
     renderer = axes.figure.canvas.get_renderer()
     inside = axes.get_window_extent(renderer)
+    pixels = axes.figure.dpi / 72
+    markers = {}
+    for (name, x, y), size in zip(points, sizes, strict=False):
+        cx, cy = axes.transData.transform((x, y))
+        r = size**0.5 / 2 * pixels
+        markers[name] = Bbox.from_extents(cx - r, cy - r, cx + r, cy + r)
     placed: list[Any] = []
     for name, x, y in sorted(points, key=lambda p: (-p[2], p[1])):
+        others = [box for other, box in markers.items() if other != name]
         chosen = None
         for dx, dy in _OFFSETS:
             label = axes.annotate(
@@ -164,6 +182,7 @@ def place_labels(axes: Any, points: Sequence[tuple[str, float, float]]) -> list[
             fits = inside.x0 <= box.x0 and box.x1 <= inside.x1
             fits = fits and inside.y0 <= box.y0 and box.y1 <= inside.y1
             clear = not any(box.overlaps(_text_box(other, renderer)) for other in placed)
+            clear = clear and not any(box.overlaps(marker) for marker in others)
             if fits and clear:
                 if chosen is not None:
                     chosen.remove()
