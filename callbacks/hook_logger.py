@@ -223,17 +223,21 @@ class HookLogger(TrainkitCallback):
         logs=None,
         first_batch: int | None = None,
         hand_over: bool = False,
+        by_time: bool = True,
     ) -> None:
         # One clock read and an append; the writer thread makes the JSON line. A block is
         # handed over only at a batch's begin (hand_over): not at a batch end, where callbacks
-        # after this one may still add keys to its logs, nor at an epoch's end.
+        # after this one may still add keys to its logs, nor at an epoch's end; during
+        # validation (by_time False) only a full block, which bounds the memory.
         now = time.perf_counter()
         dt, self._last = now - self._last, now
         if hook not in self.hooks:
             return
         buffer = self._buffer
         buffer.append((hook, phase, self._epoch, batch, now, dt, first_batch, logs))
-        if hand_over and (now >= self._next_hand_over or len(buffer) >= self.block_size):
+        if hand_over and (
+            len(buffer) >= self.block_size or (by_time and now >= self._next_hand_over)
+        ):
             self._hand_over()
 
     def _hand_over(self) -> None:
@@ -363,8 +367,8 @@ class HookLogger(TrainkitCallback):
         if steps:
             last = min(last, steps - 1)
         if self._wanted(batch, last):
-            # validation is part of an epoch's end: its blocks wait for the next train batch
-            self._emit(hook, phase, batch, logs, hand_over=phase != "validation")
+            # validation is part of an epoch's end: its lines wait for the next train batch
+            self._emit(hook, phase, batch, logs, hand_over=True, by_time=phase != "validation")
         else:
             self._last = time.perf_counter()
 

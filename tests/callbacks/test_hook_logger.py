@@ -198,6 +198,28 @@ def test_lines_are_handed_over_at_batch_begins_not_at_epoch_ends(
     logger.close()
 
 
+def test_a_long_validation_hands_full_blocks_over(tmp_path, reused_tiny_model, tiny_data):
+    """Validation waits for no clock, but a full block still goes to the writer: memory holds
+    at most one block however long an evaluation runs."""
+    written = []
+
+    class Reader(TrainkitCallback):
+        def on_test_end(self, logs=None):
+            logger._writer.drain(10)
+            lines = read_events(tmp_path / "events.jsonl")
+            written.append(sum(e["phase"] == "validation" for e in lines))
+            assert len(logger._buffer) <= logger.block_size
+
+    x, y = tiny_data(16)
+    logger = HookLogger(block_size=4, flush_interval=3600)
+    logger.set_context(RunContext(run_dir=tmp_path))
+    model = reused_tiny_model()
+    model.fit(x, y, batch_size=2, epochs=1, validation_data=(x, y), callbacks=[logger, Reader()],
+              verbose=0)  # fmt: skip
+    logger.close()
+    assert written and written[0] >= 8  # 8 validation batches, 2 lines each: most written
+
+
 def test_in_a_stack_every_line_holds_the_keys_of_callbacks_placed_after_it(
     tmp_path, tiny_model, tiny_data
 ):
